@@ -1,0 +1,56 @@
+"""The ``sentinel`` command line: a thin Typer layer over the library.
+
+Each area registers its commands from its own module (``register(app)``) so the library stays importable
+without the CLI. Errors a user can cause (:class:`SentinelError`) print one clear message and exit 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from prompt_sentinel.errors import SentinelError
+
+app = typer.Typer(
+    name="sentinel",
+    help="Prompt Sentinel: train, evaluate and serve prompt-security classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Prompt Sentinel: train, evaluate and serve prompt-security classifiers."""
+
+
+@app.command()
+def version() -> None:
+    """Print the Prompt Sentinel version."""
+    from prompt_sentinel import __version__
+
+    typer.echo(__version__)
+
+
+# Area modules, each exposing ``register(app: typer.Typer) -> None``.
+_COMMAND_MODULES = ("data", "train", "evaluate", "registry", "serve", "pipeline", "deploy")
+for _name in _COMMAND_MODULES:
+    _module = importlib.import_module(f"prompt_sentinel.cli.{_name}")
+    _module.register(app)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except SentinelError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""Typed configuration: the one source of defaults for every stage.
+
+A config is a YAML file (see ``configs/default.yaml``) validated into :class:`SentinelConfig`; any field can be
+overridden with dotted ``key=value`` strings (``training.models=[logreg,linear_svm]``), which is what the CLI's
+``--set`` option and the pipeline's ``config_overrides`` parameter pass in. Unknown fields are rejected, and every
+error names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prompt_sentinel.errors import ConfigError
+
+Severity = Literal["error", "warning", "off"]
+SECURITY_ROLES = ("benign", "suspicious", "malicious")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass(frozen=True)
+class LabelRoles:
+    """Class ids playing each security role; ``None`` where the label set has no such class."""
+
+    benign: int | None
+    suspicious: int | None
+    malicious: int | None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"benign": self.benign, "suspicious": self.suspicious, "malicious": self.malicious}
+
+
+class LabelConfig(_Section):
+    """Label names (index = class id) and which label plays each security role."""
+
+    names: list[str] = Field(default_factory=lambda: ["benign", "suspicious", "malicious"])
+    benign: str | None = "benign"
+    suspicious: str | None = "suspicious"
+    malicious: str | None = "malicious"
+
+    @field_validator("names")
+    @classmethod
+    def _names_valid(cls, names: list[str]) -> list[str]:
+        if len(names) < 2:
+            raise ValueError(f"needs at least 2 labels, got {len(names)}: {names}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"label names must be unique, got {names}")
+        if any(not str(n).strip() for n in names):
+            raise ValueError(f"label names must be non-empty strings, got {names}")
+        return names
+
+    @model_validator(mode="after")
+    def _roles_known(self) -> LabelConfig:
+        for role in SECURITY_ROLES:
+            value = getattr(self, role)
+            if value is not None and value not in self.names:
+                raise ValueError(f"role {role!r} names label {value!r}, which is not one of {self.names}")
+        assigned = [getattr(self, r) for r in SECURITY_ROLES if getattr(self, r) is not None]
+        if len(set(assigned)) != len(assigned):
+            raise ValueError(f"one label cannot play two security roles: {assigned}")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def roles(self) -> LabelRoles:
+        def idx(name: str | None) -> int | None:
+            return None if name is None else self.names.index(name)
+
+        return LabelRoles(idx(self.benign), idx(self.suspicious), idx(self.malicious))
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+
+class DataConfig(_Section):
+    """Dataset schema and text limits."""
+
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str = "id"
+    source_column: str = "source"
+    max_chars: int = Field(20_000, gt=0, description="Texts longer than this are a validation finding.")
+    min_rows_per_class: int = Field(5, ge=1)
+
+
+class ValidationConfig(_Section):
+    """Severity of each validation check: error (stop), warning (drop the row and report) or off."""
+
+    null_text: Severity = "error"
+    empty_text: Severity = "error"
+    text_too_long: Severity = "error"
+    invalid_utf8: Severity = "error"
+    control_characters: Severity = "warning"
+    unknown_label: Severity = "error"
+    class_too_small: Severity = "error"
+    single_class: Severity = "error"
+    exact_duplicate: Severity = "warning"
+    conflicting_labels: Severity = "error"
+    cross_set_leak: Severity = "error"
+
+
+class SplitConfig(_Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    validation: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1.0, got {total:.4f}")
+        return self
+
+
+class FeaturizerConfig(_Section):
+    kind: Literal["tfidf", "embeddings", "combined"] = "tfidf"
+    word_ngram_range: tuple[int, int] = (1, 2)
+    char_ngram_range: tuple[int, int] = (3, 5)
+    max_word_features: int = Field(50_000, gt=0)
+    max_char_features: int = Field(100_000, gt=0)
+    svd_components: int = Field(200, gt=0, description="TF-IDF dimensions kept by TruncatedSVD in `combined`.")
+    embedding_model: str = Field(
+        "bundled:all-MiniLM-L6-v2",
+        description="Sentence-transformer directory: local path, gs:// URI, or 'bundled:all-MiniLM-L6-v2'.",
+    )
+    embedding_batch_size: int = Field(64, gt=0)
+    embedding_max_length: int = Field(256, gt=0)
+
+
+class BalanceConfig(_Section):
+    method: Literal["smote", "borderline_smote", "adasyn", "random_oversample", "none"] = "smote"
+    sampling_strategy: str | float | dict[str, int] = "auto"
+    k_neighbors: int = Field(5, ge=1)
+
+
+class SearchConfig(_Section):
+    strategy: Literal["random", "grid"] = "random"
+    n_iter: int = Field(6, ge=1, description="Candidates tried by random search.")
+    cv_folds: int = Field(3, ge=2)
+
+
+CLASSICAL_MODELS = ("logreg", "linear_svm", "random_forest", "hist_gb", "complement_nb", "mlp")
+ALL_MODELS = (*CLASSICAL_MODELS, "transformer")
+
+
+class TrainingConfig(_Section):
+    models: list[str] = Field(default_factory=lambda: ["logreg", "linear_svm", "complement_nb"])
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    param_grids: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=dict, description="Per-model search space overriding the built-in one."
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _models_known(cls, models: list[str]) -> list[str]:
+        if not models:
+            raise ValueError("at least one model is required")
+        unknown = [m for m in models if m not in ALL_MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; allowed: {list(ALL_MODELS)}")
+        return models
+
+
+class ControllerConfig(_Section):
+    """Adaptive class-weight controller for the transformer loss."""
+
+    enabled: bool = True
+    patience: int = Field(2, ge=1)
+    alpha_step: float = Field(0.25, gt=0)
+    alpha_min: float = Field(0.5, gt=0)
+    alpha_max: float = Field(4.0, gt=0)
+    target_recall_c2: float = Field(0.95, ge=0, le=1)
+    target_precision_c1: float = Field(0.85, ge=0, le=1)
+    target_f1_c0: float = Field(0.90, ge=0, le=1)
+    max_false_alarm_rate: float = Field(0.02, ge=0, le=1)
+    max_missed_threat_rate: float = Field(0.05, ge=0, le=1)
+
+
+class TransformerConfig(_Section):
+    base_model: str = Field("bundled:all-MiniLM-L6-v2", description="HF checkpoint dir, gs:// URI or bundled:")
+    max_length: int = Field(128, gt=0)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (smoke runs).")
+    batch_size: int = Field(16, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine"] = "linear"
+    loss: Literal["focal", "weighted_ce"] = "focal"
+    focal_gamma: float = Field(3.0, ge=0)
+    focal_alpha: list[float] | None = Field(
+        default_factory=lambda: [1.0, 1.0, 1.5], description="Per-class alpha; None = all ones."
+    )
+    eval_every_steps: int | None = Field(None, gt=0, description="Evaluate every N steps; None = each epoch.")
+    early_stopping_patience: int = Field(3, ge=1)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    checkpoint_uri: str | None = Field(None, description="gs:// prefix mirroring checkpoints for resume.")
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+
+
+class GateConfig(_Section):
+    min_custom_score: float = Field(0.6, ge=0, le=1)
+    min_recall_c2: float = Field(0.85, ge=0, le=1)
+    max_false_alarm_rate: float = Field(0.02, ge=0, le=1)
+    max_missed_threat_rate: float = Field(0.10, ge=0, le=1)
+    max_latency_p95_ms: float = Field(100.0, gt=0)
+    significance: float = Field(0.05, gt=0, lt=1)
+    champion_test: Literal["mcnemar", "bootstrap"] = "mcnemar"
+
+
+class EvaluationConfig(_Section):
+    bootstrap_samples: int = Field(500, ge=10)
+    false_alarm_budget: float = Field(0.01, ge=0, le=1)
+    calibration_bins: int = Field(10, ge=2)
+    robustness: bool = True
+    efficiency: bool = True
+    latency_repeats: int = Field(50, ge=5)
+
+
+class RegistryConfig(_Section):
+    root: str = Field("sentinel-output/registry", description="Local directory or gs://bucket/prefix.")
+    model_name: str = Field("prompt-sentinel", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = Field(None, description="None = sqlite:///<output>/mlflow.db")
+    experiment: str = "prompt-sentinel"
+    enabled: bool = True
+
+
+class DecisionConfig(_Section):
+    """Score thresholds turning class probabilities into allow / review / block."""
+
+    block_threshold: float = Field(0.5, ge=0, le=1, description="P(malicious) at or above which to block.")
+    review_threshold: float = Field(0.5, ge=0, le=1, description="P(non-benign) at or above which to review.")
+
+
+class ServingConfig(_Section):
+    max_instances: int = Field(64, gt=0)
+    max_chars: int = Field(20_000, gt=0)
+    batch_size: int = Field(32, gt=0)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+
+
+class DeployConfig(_Section):
+    mode: Literal["gitops", "apply"] = "gitops"
+    namespace: str = "prompt-sentinel"
+    environment: Literal["dev", "staging", "prod"] = "dev"
+    manifests_dir: str = "manifests"
+    ready_timeout_s: int = Field(600, gt=0)
+    serving_image: str = "ghcr.io/prompt-sentinel/serving:0.1.0"
+
+
+class PipelineConfig(_Section):
+    base_image: str = "python:3.11-slim"
+    target_image: str = "ghcr.io/prompt-sentinel/pipeline:0.1.0"
+    gpu_image: str = "ghcr.io/prompt-sentinel/trainer-gpu:0.1.0"
+    gpu_accelerator: str = Field("nvidia-l4", description="Value of cloud.google.com/gke-accelerator.")
+    training_retries: int = Field(2, ge=0)
+    mlflow_secret: str | None = Field("mlflow-credentials", description="Secret holding MLFLOW_TRACKING_TOKEN.")
+
+
+class SentinelConfig(_Section):
+    seed: int = 42
+    labels: LabelConfig = Field(default_factory=LabelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    featurizer: FeaturizerConfig = Field(default_factory=FeaturizerConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    transformer: TransformerConfig = Field(default_factory=TransformerConfig)
+    gates: GateConfig = Field(default_factory=GateConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _alpha_matches_labels(self) -> SentinelConfig:
+        alpha = self.transformer.focal_alpha
+        if alpha is not None and len(alpha) != self.labels.num_classes:
+            # The default alpha is written for 3 classes; other label sets get uniform weights.
+            if alpha == [1.0, 1.0, 1.5]:
+                self.transformer.focal_alpha = None
+            else:
+                raise ValueError(
+                    f"transformer.focal_alpha has {len(alpha)} values but labels.names has "
+                    f"{self.labels.num_classes} classes"
+                )
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        value = e.get("input")
+        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        lines.append(f"  field '{field}': value {shown} — {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` into a key path and a YAML-typed value."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like 'section.field=value'")
+    key, raw = override.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {override!r} has an empty field name")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    items = (
+        [(k.split("."), v) for k, v in overrides.items()]
+        if isinstance(overrides, dict)
+        else [parse_override(o) for o in (overrides or [])]
+    )
+    for path, value in items:
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{'.'.join(path)}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> SentinelConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path:
+        origin = str(path)
+        from prompt_sentinel import storage  # local import: storage pulls in GCS only when used
+
+        try:
+            raw = storage.read_text(str(path))
+        except Exception as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        try:
+            loaded = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded
+    data = apply_overrides(data, overrides)
+    try:
+        return SentinelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None
+
+
+def config_from_json(text: str) -> SentinelConfig:
+    """Rebuild a config passed between pipeline steps as JSON."""
+    try:
+        return SentinelConfig.model_validate_json(text or "{}")
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, "pipeline parameter")) from None

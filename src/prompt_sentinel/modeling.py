@@ -1,0 +1,139 @@
+"""One loading interface for every model artifact: used by evaluation, the registry and serving alike.
+
+An artifact is a directory holding:
+
+* ``sentinel_model.json`` — the :class:`ModelDescriptor` (family, label names and roles, decision thresholds),
+* ``checksums.json`` — sha256 of every file (verified before anything is deserialized),
+* family files: ``model.skops`` for scikit-learn; ``config.json`` + ``model.safetensors`` + tokenizer files
+  for transformers.
+
+Text normalization happens here, in :meth:`SentinelModel.predict_proba`, so every caller — evaluation, the
+KServe predictor, benchmarks — feeds models exactly what training fed them.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prompt_sentinel import storage
+from prompt_sentinel.checksums import verify_manifest
+from prompt_sentinel.config import DecisionConfig, LabelConfig, LabelRoles
+from prompt_sentinel.errors import ModelFormatError
+from prompt_sentinel.text import normalize_text
+
+DESCRIPTOR_NAME = "sentinel_model.json"
+SKOPS_FILE = "model.skops"
+ModelFamily = Literal["sklearn", "transformer"]
+Decision = Literal["allow", "review", "block"]
+
+
+class ModelDescriptor(BaseModel):
+    """What a runtime needs to know about an artifact without deserializing it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = 1
+    family: ModelFamily
+    model_type: str = Field(description="Trainer name, e.g. 'logreg' or 'transformer'.")
+    labels: LabelConfig
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    featurizer: str | None = None
+    max_length: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    def write(self, directory: str | Path) -> Path:
+        path = Path(directory) / DESCRIPTOR_NAME
+        path.write_text(self.model_dump_json(indent=2))
+        return path
+
+
+def read_descriptor(directory: str | Path) -> ModelDescriptor:
+    path = Path(directory) / DESCRIPTOR_NAME
+    if not path.is_file():
+        raise ModelFormatError(
+            f"{directory}: no {DESCRIPTOR_NAME}; not a Prompt Sentinel model directory "
+            "(expected a skops pipeline or a transformers directory written by `sentinel train`)"
+        )
+    try:
+        return ModelDescriptor.model_validate(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ModelFormatError(f"{path}: invalid model descriptor: {exc}") from exc
+
+
+def decide(proba: np.ndarray, roles: LabelRoles, decision: DecisionConfig) -> list[Decision]:
+    """Map class probabilities to allow / review / block with the artifact's thresholds."""
+    out: list[Decision] = []
+    for row in np.atleast_2d(proba):
+        if roles.malicious is not None and row[roles.malicious] >= decision.block_threshold:
+            out.append("block")
+        elif roles.benign is not None and 1.0 - row[roles.benign] >= decision.review_threshold:
+            out.append("review")
+        else:
+            out.append("allow")
+    return out
+
+
+class SentinelModel(ABC):
+    """A loaded, verified model. Subclasses implement :meth:`_predict_proba` on normalized texts."""
+
+    def __init__(self, path: Path, descriptor: ModelDescriptor) -> None:
+        self.path = path
+        self.descriptor = descriptor
+
+    @property
+    def labels(self) -> list[str]:
+        return self.descriptor.labels.names
+
+    @property
+    def roles(self) -> LabelRoles:
+        return self.descriptor.labels.roles
+
+    @property
+    def family(self) -> ModelFamily:
+        return self.descriptor.family
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape (len(texts), n_classes), rows summing to 1."""
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        normalized = [normalize_text(t) for t in texts]
+        return np.asarray(self._predict_proba(normalized, batch_size=batch_size), dtype=np.float32)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.predict_proba(texts, batch_size=batch_size).argmax(axis=1)
+
+    def decide(self, proba: np.ndarray) -> list[Decision]:
+        return decide(proba, self.roles, self.descriptor.decision)
+
+    def warmup(self) -> None:
+        """Run one tiny prediction so the first real request is not slow."""
+        self.predict_proba(["warm-up prompt"])
+
+    @abstractmethod
+    def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray: ...
+
+
+def load_model(path_or_uri: str | Path, verify: bool = True, cache_dir: str | Path | None = None) -> SentinelModel:
+    """Load any artifact (local dir or gs:// prefix), verifying checksums first."""
+    local = storage.download_to_local(str(path_or_uri), cache_dir=cache_dir)
+    if not local.is_dir():
+        raise ModelFormatError(f"{path_or_uri}: expected a model directory, got a file")
+    descriptor = read_descriptor(local)
+    if verify:
+        verify_manifest(local)
+    if descriptor.family == "sklearn":
+        from prompt_sentinel.sklearn_artifact import load_sklearn_model
+
+        return load_sklearn_model(local, descriptor)
+    from prompt_sentinel.transformer.model import load_transformer_model
+
+    return load_transformer_model(local, descriptor)

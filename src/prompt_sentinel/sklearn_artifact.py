@@ -1,0 +1,108 @@
+"""Save and load scikit-learn model artifacts with skops (never pickle).
+
+skops refuses to instantiate types it does not know; we trust only types from an explicit allowlist of
+module prefixes (scikit-learn, imbalanced-learn, numpy, scipy and this package). Anything else in a file —
+e.g. a crafted artifact naming ``os.system`` — is refused with a clear error, before any object is built.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prompt_sentinel.checksums import write_manifest
+from prompt_sentinel.errors import ModelFormatError
+from prompt_sentinel.modeling import SKOPS_FILE, ModelDescriptor, SentinelModel
+
+TRUSTED_MODULE_PREFIXES = (
+    "sklearn.",
+    "imblearn.",
+    "numpy.",
+    "scipy.",
+    "prompt_sentinel.",
+    "builtins.",
+    "collections.",
+    "functools.partial",
+)
+
+
+def save_sklearn_artifact(
+    estimator: Any,
+    out_dir: str | Path,
+    descriptor: ModelDescriptor,
+    extra_json: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.skops``, the descriptor, extra JSON files and, last, ``checksums.json``.
+
+    ``out_dir`` should be a fresh directory (e.g. from ``storage.atomic_output_dir``).
+    """
+    import skops.io as sio
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sio.dump(estimator, out / SKOPS_FILE)
+    descriptor.write(out)
+    for name, payload in (extra_json or {}).items():
+        (out / name).write_text(json.dumps(payload, indent=2, default=_json_default))
+    write_manifest(out)
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def load_skops_estimator(path: str | Path) -> Any:
+    import skops.io as sio
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: missing; a scikit-learn artifact needs {SKOPS_FILE}")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # not a zip / not a skops file
+        raise ModelFormatError(f"{path}: not a readable skops file ({exc})") from exc
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
+    if refused:
+        raise ModelFormatError(f"{path}: refusing to load untrusted types {refused}")
+    try:
+        return sio.load(path, trusted=untrusted)
+    except Exception as exc:
+        raise ModelFormatError(f"{path}: cannot load skops file ({exc})") from exc
+
+
+class SklearnSentinelModel(SentinelModel):
+    """A fitted scikit-learn pipeline (featurizer + estimator) behind the common interface."""
+
+    def __init__(self, path: Path, descriptor: ModelDescriptor, estimator: Any) -> None:
+        super().__init__(path, descriptor)
+        self.estimator = estimator
+
+    def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        chunks = [
+            self.estimator.predict_proba(texts[i : i + max(batch_size, 1)])
+            for i in range(0, len(texts), max(batch_size, 1))
+        ]
+        proba = np.vstack(chunks)
+        # estimators trained on a subset of classes report fewer columns: place them by class id
+        classes = list(getattr(self.estimator, "classes_", range(proba.shape[1])))
+        full = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for col, cls in enumerate(classes):
+            full[:, int(cls)] = proba[:, col]
+        return full
+
+
+def load_sklearn_model(path: str | Path, descriptor: ModelDescriptor) -> SklearnSentinelModel:
+    started = time.perf_counter()
+    estimator = load_skops_estimator(Path(path) / SKOPS_FILE)
+    model = SklearnSentinelModel(Path(path), descriptor, estimator)
+    model.load_seconds = time.perf_counter() - started
+    return model
