@@ -114,6 +114,12 @@ class ValidationConfig(_Section):
     conflicting_labels: Severity = "error"
     cross_set_leak: Severity = "error"
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (in a config file or `--set validation.x=off`) as the boolean false.
+        return "off" if value is False else value
+
 
 class SplitConfig(_Section):
     train: float = Field(0.7, gt=0, lt=1)
@@ -213,6 +219,10 @@ class TransformerConfig(_Section):
     early_stopping_patience: int = Field(3, ge=1)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     checkpoint_uri: str | None = Field(None, description="gs:// prefix mirroring checkpoints for resume.")
+    checkpoint_every_steps: int | None = Field(
+        None, gt=0, description="Also checkpoint every N optimizer steps; None = only at each evaluation."
+    )
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient-norm clipping; None = no clipping.")
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
 
 
@@ -233,11 +243,26 @@ class EvaluationConfig(_Section):
     robustness: bool = True
     efficiency: bool = True
     latency_repeats: int = Field(50, ge=5)
+    robustness_max_samples: int = Field(
+        500, ge=1, description="Attack prompts (seeded sample) each robustness transform is applied to."
+    )
 
 
 class RegistryConfig(_Section):
     root: str = Field("sentinel-output/registry", description="Local directory or gs://bucket/prefix.")
     model_name: str = Field("prompt-sentinel", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    cache_dir: str | None = Field(
+        None,
+        description="Verified local copies of registry versions; None = $PROMPT_SENTINEL_CACHE or "
+        "~/.cache/prompt-sentinel.",
+    )
+    gc_grace_seconds: float = Field(
+        3600.0, ge=0, description="`gc` removes unfinished versions only when older than this (in-flight pushes)."
+    )
+    headline_metrics: list[str] = Field(
+        default_factory=lambda: ["custom_score", "macro_f1", "recall_c2", "false_alarm_rate", "missed_threat_rate"],
+        description="Metric names shown by `registry list` and tagged on MLflow model versions.",
+    )
 
 
 class MlflowConfig(_Section):
@@ -267,6 +292,15 @@ class DeployConfig(_Section):
     manifests_dir: str = "manifests"
     ready_timeout_s: int = Field(600, gt=0)
     serving_image: str = "ghcr.io/prompt-sentinel/serving:0.1.0"
+    poll_interval_s: float = Field(5.0, gt=0, description="Seconds between Ready checks in apply mode.")
+    canary_percent: int = Field(
+        10, ge=1, le=100, description="Traffic a new version starts with where the overlay declares a canary."
+    )
+    git_branch: str | None = Field(
+        None,
+        description="GitOps mode: also commit the overlay change to this new branch of the repository holding "
+        "manifests_dir; '{env}', '{model}' and '{version}' are filled in.",
+    )
 
 
 class PipelineConfig(_Section):

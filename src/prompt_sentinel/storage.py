@@ -149,6 +149,7 @@ def atomic_output_dir(final_dir: str | Path) -> Iterator[Path]:
     final = Path(final_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)  # mkdtemp makes 0700 dirs; artifacts are read by other users (e.g. a serving container)
     try:
         yield tmp
         if final.exists():

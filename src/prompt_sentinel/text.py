@@ -18,18 +18,21 @@ _INVISIBLE = dict.fromkeys(
     None,
 )
 _WHITESPACE_RUN = re.compile(r"\s+")
+# Unicode category Cc is exactly U+0000–U+001F and U+007F–U+009F; a regex is ~50x faster than per-char lookups.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_EXCEPT_LAYOUT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _PUNCTUATION_OR_SYMBOL = re.compile(r"[^\w\s]", flags=re.UNICODE)
 
 
 def has_control_characters(text: str) -> bool:
     """True when ``text`` holds C0/C1 control characters other than tab, newline and carriage return."""
-    return any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text)
+    return _CONTROL_EXCEPT_LAYOUT.search(text) is not None
 
 
 def normalize_text(text: str) -> str:
     """Canonical model input for a prompt."""
     text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    text = _CONTROL.sub(" ", text)
     return _WHITESPACE_RUN.sub(" ", text).strip()
 
 

@@ -14,7 +14,7 @@ ConfigOption = Annotated[
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config field, e.g. --set training.models=[logreg]. Repeatable."),
+    typer.Option("--set", "-s", help="Override a config field, e.g. --set training.models=\\[logreg]. Repeatable."),
 ]
 
 

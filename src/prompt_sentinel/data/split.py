@@ -1,0 +1,228 @@
+"""The ``split`` stage: a seeded, stratified, group-aware train/validation/test split.
+
+Rows whose texts share a :func:`prompt_sentinel.text.dedup_key` (equal after NFKC, case, whitespace and
+punctuation folding) form a group, and a group always lands in one split, so a model is never tested on a
+near-copy of a training prompt. Groups are assigned class by class: each class's groups are put in a seeded
+order (larger groups first, so they cannot overshoot a small split late), and each goes to the split furthest
+below its target share for that class. The result depends on the seed and the data, not on the row order.
+
+An external blind set is never split: it is validated, checked for leaks against the whole dataset (hence
+against every split) and written beside the splits as ``blind.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prompt_sentinel import storage
+from prompt_sentinel.checksums import sha256_bytes
+from prompt_sentinel.config import SentinelConfig
+from prompt_sentinel.data.loading import frame_to_csv_bytes, group_key, read_data_csv, write_output_files
+from prompt_sentinel.data.validation import ValidationReport, validate_dataset
+from prompt_sentinel.errors import DataError, DataValidationError
+
+SPLIT_NAMES = ("train", "validation", "test")
+BLIND = "blind"
+SPLIT_REPORT = "split_report.json"
+SPLIT_SUFFIX = ".csv"
+
+
+def _check_frame(df: pd.DataFrame, cfg: SentinelConfig) -> None:
+    missing = [c for c in ("text", "label") if c not in df.columns]
+    if missing:
+        raise DataError(f"split_dataset: DataFrame lacks column(s) {missing}; got {list(df.columns)}")
+    if df.empty:
+        raise DataError("split_dataset: the dataset has no rows")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    n = cfg.labels.num_classes
+    bad = df.index[labels.isna() | (labels < 0) | (labels >= n) | (labels % 1 != 0)]
+    if len(bad):
+        raise DataError(
+            f"split_dataset: column 'label' must hold class ids 0..{n - 1}; "
+            f"found {df.loc[bad[0], 'label']} at index {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+        )
+    if not df["text"].map(lambda t: isinstance(t, str)).all():
+        raise DataError("split_dataset: column 'text' must hold strings only")
+
+
+def assign_groups(keys: list[str], labels: list[int], ratios: dict[str, float], seed: int) -> dict[str, str]:
+    """Map each group key to a split name, stratified by the group's (majority) label.
+
+    Pure function of its inputs (order-independent): the same keys, labels, ratios and seed give the same map.
+    """
+    label_votes: dict[str, Counter[int]] = defaultdict(Counter)
+    for key, label in zip(keys, labels, strict=True):
+        label_votes[key][label] += 1
+    sizes = {k: sum(v.values()) for k, v in label_votes.items()}
+    # A group's class: its most common label, ties to the lowest id (groups with mixed labels only exist
+    # when conflicting_labels is off).
+    group_label = {k: min(v.items(), key=lambda kv: (-kv[1], kv[0]))[0] for k, v in label_votes.items()}
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for key in sorted(group_label):
+        by_class[group_label[key]].append(key)
+    active = [s for s in SPLIT_NAMES if ratios.get(s, 0) > 0]
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for cls in sorted(by_class):
+        groups = by_class[cls]
+        order = rng.permutation(len(groups))
+        shuffled = [groups[i] for i in order]
+        shuffled.sort(key=lambda k: -sizes[k])  # stable: seeded order among equal sizes
+        total = sum(sizes[k] for k in shuffled)
+        target = {s: total * ratios[s] for s in active}
+        filled = dict.fromkeys(active, 0)
+        for key in shuffled:
+            # furthest below target (relative, then absolute), ties in SPLIT_NAMES order
+            best = max(
+                active,
+                key=lambda s: (
+                    (target[s] - filled[s]) / target[s],
+                    target[s] - filled[s],
+                    -SPLIT_NAMES.index(s),
+                ),
+            )
+            assignment[key] = best
+            filled[best] += sizes[key]
+    return assignment
+
+
+def split_dataset(df: pd.DataFrame, cfg: SentinelConfig) -> dict[str, pd.DataFrame]:
+    """Split a cleaned dataset into ``train``, ``validation`` and ``test`` (cfg.split ratios, cfg.seed).
+
+    Every returned frame has the input's columns, rows in their original order and a fresh index; a split with
+    ratio 0 comes back empty.
+    """
+    _check_frame(df, cfg)
+    keys = [group_key(t) for t in df["text"]]
+    labels = [int(x) for x in df["label"]]
+    ratios = {s: float(getattr(cfg.split, s)) for s in SPLIT_NAMES}
+    assignment = assign_groups(keys, labels, ratios, cfg.seed)
+    where = np.array([assignment[k] for k in keys])
+    out = {}
+    for name in SPLIT_NAMES:
+        part = df.loc[where == name].reset_index(drop=True)
+        if "label" in part:
+            part["label"] = part["label"].astype("int64")
+        out[name] = part
+    return out
+
+
+def assert_no_leak(sets: dict[str, pd.DataFrame]) -> None:
+    """Raise :class:`DataError` when a normalized text appears in more than one of ``sets``."""
+    owner: dict[str, str] = {}
+    for name, frame in sets.items():
+        for text in frame["text"]:
+            key = group_key(text)
+            first = owner.setdefault(key, name)
+            if first != name:
+                raise DataError(f"text {text[:60]!r} appears in both the {first} and the {name} set")
+
+
+def split_counts(sets: dict[str, pd.DataFrame], cfg: SentinelConfig) -> dict[str, dict[str, int]]:
+    """Rows per label name in each set (every configured label listed)."""
+    out = {}
+    for name, frame in sets.items():
+        counts = Counter(int(x) for x in frame["label"])
+        out[name] = {label: counts.get(i, 0) for i, label in enumerate(cfg.labels.names)}
+    return out
+
+
+def split_report(sets: dict[str, pd.DataFrame], cfg: SentinelConfig, **extra: Any) -> dict[str, Any]:
+    """The ``split_report.json`` content: counts per class per split, ratios, seed, group statistics."""
+    counts = split_counts(sets, cfg)
+    split_frames = [f for n, f in sets.items() if n in SPLIT_NAMES]
+    all_keys = Counter(group_key(t) for f in split_frames for t in f["text"])
+    multi = [n for n in all_keys.values() if n > 1]
+    return {
+        "seed": cfg.seed,
+        "ratios": {s: getattr(cfg.split, s) for s in SPLIT_NAMES},
+        "label_names": list(cfg.labels.names),
+        "counts": counts,
+        "totals": {name: int(sum(c.values())) for name, c in counts.items()},
+        "proportions": {
+            name: {label: (n / max(sum(c.values()), 1)) for label, n in c.items()} for name, c in counts.items()
+        },
+        "groups": {
+            "total": len(all_keys),
+            "near_duplicate_groups": len(multi),
+            "rows_in_near_duplicate_groups": int(sum(multi)),
+        },
+        **extra,
+    }
+
+
+def write_splits(
+    sets: dict[str, pd.DataFrame], out_dir: str | Path, cfg: SentinelConfig, **extra: Any
+) -> dict[str, Any]:
+    """Write ``<name>.csv`` for each set plus ``split_report.json`` (last) into ``out_dir``, atomically.
+
+    Returns the report, which also records each file's rows and sha256.
+    """
+    files = {f"{name}{SPLIT_SUFFIX}": frame_to_csv_bytes(frame) for name, frame in sets.items()}
+    report = split_report(sets, cfg, **extra)
+    report["files"] = {
+        name: {
+            "file": f"{name}{SPLIT_SUFFIX}",
+            "rows": len(frame),
+            "sha256": sha256_bytes(files[f"{name}{SPLIT_SUFFIX}"]),
+        }
+        for name, frame in sets.items()
+    }
+    files[SPLIT_REPORT] = json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8")
+    # blind.csv of an earlier run with a blind set may be replaced by a run without one
+    previous = {f"{n}{SPLIT_SUFFIX}" for n in (*SPLIT_NAMES, BLIND)}
+    write_output_files(out_dir, files, replaceable=previous)
+    return report
+
+
+def read_split(path: str | Path, name: str | None = None) -> pd.DataFrame:
+    """Read a split file (``text, label, id, source, row``); with ``name``, ``path`` is the split directory."""
+    uri = storage.join(str(path), f"{name}{SPLIT_SUFFIX}") if name else str(path)
+    return read_data_csv(uri)
+
+
+def _validation_summary(report: ValidationReport) -> dict[str, Any]:
+    return {
+        "uri": report.uri,
+        "sha256": report.sha256,
+        "rows_read": report.rows_read,
+        "rows_clean": report.rows_clean,
+        "class_counts": report.class_counts,
+        "warnings": [f.to_dict() for f in report.warnings],
+    }
+
+
+def run_split(data_uri: str, cfg: SentinelConfig, out_dir: str | Path, blind_uri: str | None = None) -> dict[str, Any]:
+    """The whole stage: validate ``data_uri`` (and ``blind_uri``), split, check for leaks, write everything.
+
+    Raises :class:`DataValidationError` (nothing written) when either dataset fails validation.
+    """
+    reports = {}
+    if blind_uri:
+        reports[BLIND] = validate_dataset(blind_uri, cfg)
+    # Leaks into the blind set are checked against the whole dataset, i.e. against every split at once;
+    # as a warning they drop the training-side row, never the blind one.
+    reports["data"] = validate_dataset(data_uri, cfg, against={BLIND: blind_uri} if blind_uri else None)
+    failed = [r for r in reports.values() if not r.ok]
+    if failed:
+        message = "\n".join(r.error_message() for r in failed)
+        raise DataValidationError(message, [f for r in failed for f in r.errors])
+    sets: dict[str, pd.DataFrame] = dict(split_dataset(reports["data"].cleaned, cfg))
+    if blind_uri:
+        sets[BLIND] = reports[BLIND].cleaned
+    # An invariant of the above, checked so a regression cannot ship a leaky split. The blind set takes part
+    # unless the user turned the leak check off.
+    assert_no_leak(sets if cfg.validation.cross_set_leak != "off" else {s: sets[s] for s in SPLIT_NAMES})
+    return write_splits(
+        sets,
+        out_dir,
+        cfg,
+        source={"data": data_uri, BLIND: blind_uri},
+        validation={name: _validation_summary(r) for name, r in reports.items()},
+    )

@@ -1,0 +1,187 @@
+"""The split stage: stratified, seeded, group-aware; blind sets stay whole and leak-free."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from prompt_sentinel import storage
+from prompt_sentinel.config import SentinelConfig, load_config
+from prompt_sentinel.data.loading import records_frame
+from prompt_sentinel.data.split import SPLIT_NAMES, SPLIT_REPORT, read_split, run_split, split_dataset
+from prompt_sentinel.errors import DataError, DataValidationError
+from prompt_sentinel.text import dedup_key
+
+WORDS = [chr(ord("a") + i) * 3 for i in range(16)]  # "aaa", "bbb", ...
+
+
+def _fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def variants(base: str, n: int) -> list[str]:
+    """``n`` texts equal to ``base`` after normalization (case, spacing, punctuation, full-width letters)."""
+    forms = [base, base.upper(), base + " !!", "  " + base.replace(" ", "   "), base.title() + "?", _fullwidth(base)]
+    return forms[:n]
+
+
+def make_frame(class_sizes: dict[int, int], seed: int = 0) -> pd.DataFrame:
+    """Rows per class as asked; about a third of them in near-duplicate groups of 2-6 rows."""
+    rng = random.Random(seed)
+    rows = []
+    for label, size in class_sizes.items():
+        made = 0
+        while made < size:
+            base = f"class {label} prompt {made} " + " ".join(rng.sample(WORDS, 4))
+            group = min(rng.choice([1, 1, 1, 1, 2, 3, 6]), size - made)
+            for text in variants(base, group):
+                rows.append({"text": text, "label": label, "id": f"c{label}-{len(rows)}", "source": "synthetic"})
+            made += group
+    rng.shuffle(rows)
+    return records_frame([{**r, "row": i + 2} for i, r in enumerate(rows)])
+
+
+@pytest.fixture
+def cfg() -> SentinelConfig:
+    return load_config()
+
+
+def assert_groups_within_one_split(splits: dict[str, pd.DataFrame]) -> None:
+    owner: dict[str, str] = {}
+    for name, frame in splits.items():
+        for text in frame["text"]:
+            assert owner.setdefault(dedup_key(text), name) == name, (
+                f"{text!r} is in {owner[dedup_key(text)]} and {name}"
+            )
+
+
+def test_stratified_group_aware_split(cfg: SentinelConfig) -> None:
+    df = make_frame({0: 500, 1: 300, 2: 120})
+    groups = df["text"].map(dedup_key)
+    assert groups.nunique() < len(df) - 100  # the fixture really has many near-duplicate groups
+    splits = split_dataset(df, cfg)
+    assert sum(len(s) for s in splits.values()) == len(df)
+    assert set().union(*(set(s["id"]) for s in splits.values())) == set(df["id"])
+    assert_groups_within_one_split(splits)
+    overall = df["label"].value_counts(normalize=True)
+    for name in SPLIT_NAMES:
+        part = splits[name]
+        assert abs(len(part) / len(df) - getattr(cfg.split, name)) < 0.02, name
+        share = part["label"].value_counts(normalize=True)
+        for label in (0, 1, 2):
+            assert abs(share[label] - overall[label]) < 0.03, (name, label)
+        assert part["row"].is_monotonic_increasing  # original order kept
+
+
+def test_same_seed_same_split_regardless_of_row_order(cfg: SentinelConfig) -> None:
+    df = make_frame({0: 200, 1: 120, 2: 60})
+    first = split_dataset(df, cfg)
+    again = split_dataset(df, cfg)
+    shuffled = split_dataset(df.sample(frac=1.0, random_state=7).reset_index(drop=True), cfg)
+    other_seed = split_dataset(df, cfg.model_copy(update={"seed": cfg.seed + 1}))
+    for name in SPLIT_NAMES:
+        pd.testing.assert_frame_equal(first[name], again[name])
+        assert set(first[name]["id"]) == set(shuffled[name]["id"])
+    assert set(first["test"]["id"]) != set(other_seed["test"]["id"])
+
+
+def test_small_classes_reach_every_split(cfg: SentinelConfig) -> None:
+    df = make_frame({0: 40, 1: 5, 2: 5}, seed=3)
+    df["text"] = [f"unique text {i}" for i in range(len(df))]  # no groups: every row can move
+    splits = split_dataset(df, cfg)
+    for name in SPLIT_NAMES:
+        assert set(splits[name]["label"]) == {0, 1, 2}, name
+
+
+def test_zero_validation_ratio_and_n_classes() -> None:
+    names = ["safe", "spam", "jailbreak", "exfiltration"]
+    cfg = load_config(
+        overrides={
+            "labels.names": names,
+            "labels.benign": "safe",
+            "labels.suspicious": "spam",
+            "labels.malicious": "jailbreak",
+            "split.train": 0.8,
+            "split.validation": 0.0,
+            "split.test": 0.2,
+        }
+    )
+    df = make_frame({0: 120, 1: 60, 2: 60, 3: 40})
+    splits = split_dataset(df, cfg)
+    assert splits["validation"].empty and list(splits["validation"].columns) == list(df.columns)
+    assert set(splits["train"]["label"]) == set(splits["test"]["label"]) == {0, 1, 2, 3}
+    assert abs(len(splits["test"]) / len(df) - 0.2) < 0.03
+
+
+def test_bad_input_is_refused(cfg: SentinelConfig) -> None:
+    with pytest.raises(DataError, match=r"class ids 0\.\.2; found 5"):
+        split_dataset(pd.DataFrame({"text": ["a", "b"], "label": [0, 5]}), cfg)
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['label'\]"):
+        split_dataset(pd.DataFrame({"text": ["a"]}), cfg)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> str:
+    df.drop(columns=["row"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_run_split_writes_splits_blind_and_report(tmp_path: Path, cfg: SentinelConfig) -> None:
+    data = make_frame({0: 150, 1: 90, 2: 60})
+    blind = make_frame({0: 20, 1: 10, 2: 10}, seed=99)
+    blind["text"] = "blind " + blind["text"]
+    out = tmp_path / "splits"
+    report = run_split(write_csv(data, tmp_path / "data.csv"), cfg, out, blind_uri=write_csv(blind, tmp_path / "b.csv"))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "blind.csv",
+        "split_report.json",
+        "test.csv",
+        "train.csv",
+        "validation.csv",
+    ]
+    saved = json.loads((out / SPLIT_REPORT).read_text())
+    assert saved == report
+    sets = {name: read_split(out, name) for name in (*SPLIT_NAMES, "blind")}
+    for name, frame in sets.items():
+        counts = frame["label"].value_counts().to_dict()
+        assert saved["counts"][name] == {lbl: counts.get(i, 0) for i, lbl in enumerate(cfg.labels.names)}
+        assert saved["files"][name]["rows"] == len(frame)
+    assert sets["blind"]["text"].tolist() == blind["text"].tolist()  # copied whole, never split
+    assert sum(len(sets[n]) for n in SPLIT_NAMES) == len(data)
+    assert_groups_within_one_split(sets)
+    assert saved["groups"]["near_duplicate_groups"] > 0 and saved["seed"] == cfg.seed
+
+
+def test_blind_leak_fails_and_writes_nothing(tmp_path: Path, cfg: SentinelConfig) -> None:
+    data = make_frame({0: 30, 1: 30, 2: 30})
+    blind = make_frame({0: 6, 1: 6, 2: 6}, seed=5)
+    blind["text"] = "blind " + blind["text"]
+    blind.loc[3, "text"] = data.loc[10, "text"].upper() + "!"  # a near-duplicate of a training row
+    paths = write_csv(data, tmp_path / "data.csv"), write_csv(blind, tmp_path / "blind.csv")
+    with pytest.raises(DataValidationError) as info:
+        run_split(paths[0], cfg, tmp_path / "out", blind_uri=paths[1])
+    (f,) = info.value.findings
+    assert (f.check, f.row, f.file) == ("cross_set_leak", 12, paths[0])
+    assert f"blind set ({paths[1]} row 5)" in f.message
+    assert not (tmp_path / "out").exists()
+
+    # as a warning the training-side copy is dropped and the blind set is kept whole
+    warn = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"cross_set_leak": "warning"})})
+    report = run_split(paths[0], warn, tmp_path / "out", blind_uri=paths[1])
+    assert report["totals"]["blind"] == len(blind)
+    assert sum(report["totals"][n] for n in SPLIT_NAMES) == len(data) - 1
+    assert report["validation"]["data"]["warnings"][0]["check"] == "cross_set_leak"
+
+
+def test_split_to_gcs_and_read_back(gcs_bucket: str, tmp_path: Path, cfg: SentinelConfig) -> None:
+    data = make_frame({0: 30, 1: 20, 2: 20})
+    uri = f"gs://{gcs_bucket}/raw/data.csv"
+    storage.write_bytes(uri, Path(write_csv(data, tmp_path / "d.csv")).read_bytes())
+    out = f"gs://{gcs_bucket}/splits"
+    report = run_split(uri, cfg, out)
+    train = read_split(f"{out}/train.csv")
+    assert len(train) == report["totals"]["train"] and train["label"].dtype == "int64"
+    assert json.loads(storage.read_text(f"{out}/{SPLIT_REPORT}"))["counts"] == report["counts"]
