@@ -260,7 +260,14 @@ class RegistryConfig(_Section):
         3600.0, ge=0, description="`gc` removes unfinished versions only when older than this (in-flight pushes)."
     )
     headline_metrics: list[str] = Field(
-        default_factory=lambda: ["custom_score", "macro_f1", "recall_c2", "false_alarm_rate", "missed_threat_rate"],
+        default_factory=lambda: [
+            "custom_score",
+            "f1_macro",
+            "recall_c2",
+            "false_alarm_rate",
+            "custom_score_external",
+            "latency_p95_ms",
+        ],
         description="Metric names shown by `registry list` and tagged on MLflow model versions.",
     )
 

@@ -45,3 +45,11 @@ class RegistryError(SentinelError):
 
 class TrainingError(SentinelError):
     """Training parameters or training data are unusable; raised before any artifact is written."""
+
+
+class DeployError(SentinelError):
+    """Manifests cannot be rendered or promoted, or a deployment was refused or did not become Ready."""
+
+
+class PipelineError(SentinelError):
+    """A pipeline cannot be compiled, run or submitted, or one of its stages failed (the message says which)."""
