@@ -87,3 +87,54 @@ def gcs_bucket(gcs_emulator: str, request: pytest.FixtureRequest) -> str:
     if not bucket.exists():
         client.create_bucket(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path) -> Path:
+    """A real, tiny scikit-learn artifact (TF-IDF + logistic regression on the demo prompts; ~1 s to build).
+
+    Written with ``save_sklearn_artifact`` like every trainer's output, including ``params.json``.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from prompt_sentinel.config import LabelConfig, SentinelConfig
+    from prompt_sentinel.data.loading import load_dataset
+    from prompt_sentinel.modeling import ModelDescriptor
+    from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+    from prompt_sentinel.text import normalize_text
+
+    frame = load_dataset(str(demo_csv), SentinelConfig())
+    estimator = Pipeline(
+        [
+            # a capped vocabulary keeps the skops file small, so loading it in tests stays well under a second
+            ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=3000)),
+            ("clf", LogisticRegression(C=10.0)),
+        ]
+    )
+    estimator.fit([normalize_text(t) for t in frame["text"]], frame["label"])
+    # numpy-int vocabulary values become one .npy entry each in a skops file; plain ints load ~10x faster
+    vectorizer = estimator.named_steps["tfidf"]
+    vectorizer.vocabulary_ = {term: int(i) for term, i in vectorizer.vocabulary_.items()}
+    out = tmp_path_factory.mktemp("tiny-model") / "logreg"
+    descriptor = ModelDescriptor(family="sklearn", model_type="logreg", labels=LabelConfig())
+    save_sklearn_artifact(estimator, out, descriptor, extra_json={"params.json": {"C": 10.0}})
+    return out
+
+
+@pytest.fixture(scope="session")
+def served_tiny_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The real model server (``python -m serving``, a subprocess) serving ``tiny_model_dir`` on 127.0.0.1.
+
+    Yields a namespace with ``url``, ``model_name`` ("tiny"), ``model_dir`` and ``max_instances`` (8, set
+    through ``--config`` so the config path is exercised). Started once per session; ~10-20 s on 2 cores.
+    """
+    from types import SimpleNamespace
+
+    from serving import running_server
+
+    config = tmp_path_factory.mktemp("serving-config") / "serving.yaml"
+    config.write_text("serving:\n  max_instances: 8\n")
+    with running_server(str(tiny_model_dir), "tiny", extra_args=["--config", str(config)], timeout=180) as url:
+        yield SimpleNamespace(url=url, model_name="tiny", model_dir=tiny_model_dir, max_instances=8)

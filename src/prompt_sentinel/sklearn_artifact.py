@@ -44,12 +44,39 @@ def save_sklearn_artifact(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _plain_int_vocabularies(estimator)
     sio.dump(estimator, out / SKOPS_FILE)
     descriptor.write(out)
     for name, payload in (extra_json or {}).items():
         (out / name).write_text(json.dumps(payload, indent=2, default=_json_default))
     write_manifest(out)
     return out
+
+
+def _plain_int_vocabularies(estimator: Any) -> None:
+    """Turn numpy-int vocabulary values into plain ints, in place.
+
+    skops stores each numpy scalar as its own ``.npy`` member: a 100k-term TF-IDF vocabulary became 100k files
+    and took seconds to load. Plain ints are stored inline.
+    """
+    seen: set[int] = set()
+
+    def visit(obj: Any) -> None:
+        if id(obj) in seen or not hasattr(obj, "__dict__"):
+            return
+        seen.add(id(obj))
+        vocabulary = getattr(obj, "vocabulary_", None)
+        if isinstance(vocabulary, dict):
+            obj.vocabulary_ = {term: int(index) for term, index in vocabulary.items()}
+        for value in vars(obj).values():
+            items = value if isinstance(value, list | tuple) else [value]
+            for item in items:
+                candidates = item if isinstance(item, tuple) else (item,)
+                for candidate in candidates:
+                    if hasattr(candidate, "get_params"):
+                        visit(candidate)
+
+    visit(estimator)
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,0 +1,356 @@
+"""Outputs of evaluation and selection: ``results.csv``, PNG charts and one self-contained HTML report.
+
+Charts are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend switch) and
+embedded into the HTML as ``data:image/png;base64`` URIs, so the report is a single file that opens anywhere.
+Prompt texts are attacker-controlled: the template autoescapes everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from prompt_sentinel import storage
+from prompt_sentinel.errors import StorageError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from prompt_sentinel.selection import SelectionResult
+
+RESULTS_COLUMNS = (
+    "model",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc",
+    "best_params",
+    "status",
+    "f1_external",
+    "precision_c1",
+    "recall_c2",
+    "f1_c0",
+    "custom_score",
+    "false_alarm_rate",
+    "missed_threat_rate",
+    "final_alpha",
+    "per_class_f1",
+    "latency_p95_ms",
+    "size_mb",
+)
+COMPARISON_METRICS = ("custom_score", "f1_macro", "recall_c2", "precision_c1", "f1_c0")
+_JSON_COLUMNS = ("best_params", "final_alpha", "per_class_f1")
+
+
+# --- results.csv --------------------------------------------------------------------------------------------
+
+
+def results_rows(evaluations: Sequence[dict[str, Any]], selection: SelectionResult | None = None) -> list[dict]:
+    rows = []
+    for ev in evaluations:
+        row: dict[str, Any] = {}
+        for col in RESULTS_COLUMNS:
+            if col == "status":
+                row[col] = selection.status_of(str(ev["model"])) if selection else "evaluated"
+            elif col in _JSON_COLUMNS:
+                value = ev.get(col)
+                row[col] = "" if value is None else json.dumps(value, sort_keys=True)
+            else:
+                value = ev.get(col)
+                row[col] = "" if value is None else value
+        rows.append(row)
+    return rows
+
+
+def write_results_csv(
+    evaluations: Sequence[dict[str, Any]], path: str | Path, selection: SelectionResult | None = None
+) -> str:
+    """One row per model with the columns in ``RESULTS_COLUMNS`` (n/a values are empty cells)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(RESULTS_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(results_rows(evaluations, selection))
+    storage.write_text(str(path), buf.getvalue())
+    return str(path)
+
+
+# --- charts -------------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=90, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def confusion_png(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str) -> bytes:
+    matrix = np.asarray(cm, dtype=float)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = 1.2 + 0.9 * len(labels)
+    fig = _figure(size + 1, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(
+                j, i, f"{int(matrix[i, j])}", ha="center", va="center", color="white" if share[i, j] > 0.5 else "black"
+            )
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def pr_curves_png(curves: dict[str, dict[str, list[float]]], title: str) -> bytes:
+    fig = _figure(5, 4)
+    ax = fig.add_subplot()
+    for name, curve in curves.items():
+        ax.plot(curve["recall"], curve["precision"], label=name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    if curves:
+        ax.legend(loc="lower left")
+    return _png(fig)
+
+
+def calibration_png(bins: list[dict[str, Any]], title: str) -> bytes:
+    fig = _figure(4.5, 4)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+    used = [b for b in bins if b["count"]]
+    ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], marker="o", label="model")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    return _png(fig)
+
+
+def comparison_png(evaluations: Sequence[dict[str, Any]]) -> bytes:
+    names = [str(e["model"]) for e in evaluations]
+    fig = _figure(max(6, 1.2 * len(names) * 1.5), 4)
+    ax = fig.add_subplot()
+    width = 0.8 / len(COMPARISON_METRICS)
+    x = np.arange(len(names))
+    for k, metric in enumerate(COMPARISON_METRICS):
+        values = [e.get(metric) if e.get(metric) is not None else 0.0 for e in evaluations]
+        ax.bar(x + (k - (len(COMPARISON_METRICS) - 1) / 2) * width, values, width, label=metric)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("model comparison (test set)")
+    ax.legend(loc="lower right", fontsize="small")
+    return _png(fig)
+
+
+def role_pr_png(evaluations: Sequence[dict[str, Any]]) -> bytes | None:
+    """PR curve of the malicious class (or the last class) for every model on one chart."""
+    fig = _figure(5, 4)
+    ax = fig.add_subplot()
+    drawn = 0
+    for ev in evaluations:
+        labels = ev.get("labels") or []
+        malicious = (ev.get("roles") or {}).get("malicious")
+        cls = labels[malicious] if malicious is not None else (labels[-1] if labels else None)
+        curve = ((ev.get("curves") or {}).get("pr") or {}).get(cls)
+        if curve:
+            ax.plot(curve["recall"], curve["precision"], label=f"{ev['model']} ({cls})")
+            drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision–recall, threat class")
+    ax.legend(loc="lower left", fontsize="small")
+    return _png(fig)
+
+
+CHART_NAMES = ("confusion_matrix", "pr_curves", "calibration")
+
+
+def model_charts(evaluation: dict[str, Any]) -> dict[str, bytes]:
+    """The per-model PNGs (name → bytes) written next to evaluation.json and embedded in the report."""
+    name = str(evaluation["model"])
+    metrics = evaluation["metrics"]
+    charts = {
+        "confusion_matrix": confusion_png(metrics["confusion_matrix"], evaluation["labels"], f"{name}: confusion"),
+        "pr_curves": pr_curves_png((evaluation.get("curves") or {}).get("pr") or {}, f"{name}: precision–recall"),
+        "calibration": calibration_png(
+            metrics["calibration"]["bins"], f"{name}: calibration (ECE {metrics['calibration']['ece']:.3f})"
+        ),
+    }
+    return charts
+
+
+def stored_or_new_charts(evaluation: dict[str, Any]) -> dict[str, bytes]:
+    """The PNGs written next to ``evaluation.json`` when all are there (drawing is the slow part), else new ones."""
+    directory = evaluation.get("evaluation_dir")
+    if directory:
+        try:
+            return {name: storage.read_bytes(storage.join(str(directory), f"{name}.png")) for name in CHART_NAMES}
+        except StorageError:
+            pass
+    return model_charts(evaluation)
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+# --- HTML -----------------------------------------------------------------------------------------------------
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Prompt Sentinel evaluation report</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+th{background:#f3f3f3}.pass{color:#0a7a22}.fail{color:#b00020}.na{color:#888}
+.outcome{padding:0.8em 1em;border-radius:6px;background:#eef5ff;border:1px solid #9bc}
+.text{max-width:600px;white-space:pre-wrap;word-break:break-word;font-family:monospace;font-size:12px}
+img{max-width:100%;margin:0.3em}section{border-top:2px solid #ddd;margin-top:2em}
+</style></head><body>
+<h1>Prompt Sentinel evaluation report</h1>
+<p>Generated {{ generated }} · {{ evaluations|length }} model(s)</p>
+{% if selection %}
+<div class="outcome"><b>{{ "Promoted: " ~ selection.winner if selection.promoted else "No promotion" }}</b><br>
+{{ selection.reason }}</div>
+{% if selection.comparison %}<h3>Champion vs challenger</h3><table>
+{% for k, v in selection.comparison.items() %}<tr><th>{{ k }}</th><td>{{ fmt(v) }}</td></tr>{% endfor %}
+</table>{% endif %}
+<h2>Gates</h2><table><tr><th>model</th><th>result</th>{% for c in gate_metrics %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for g in selection.gates %}<tr><td>{{ g.model }}</td>
+<td class="{{ 'pass' if g.passed else 'fail' }}">{{ selection.status_of(g.model) }}</td>
+{% for c in g.checks %}<td class="{{ 'na' if c.value is none else ('pass' if c.passed else 'fail') }}">
+{{ 'n/a' if c.value is none else fmt(c.value) }} {{ c.op }} {{ c.threshold }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% endif %}
+<h2>Results</h2><table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in rows %}<tr>{% for c in columns %}<td>{{ fmt(row[c]) }}</td>{% endfor %}</tr>{% endfor %}</table>
+<img alt="model comparison" src="{{ comparison }}">
+{% if role_pr %}<img alt="threat-class precision-recall curves" src="{{ role_pr }}">{% endif %}
+{% for m in models %}
+<section><h2>{{ m.ev.model }} <small>({{ m.ev.family }}, {{ m.ev.model_dir }})</small></h2>
+<table><tr><th>metric</th><th>test</th><th>95% CI</th><th>blind set</th></tr>
+{% for k in headline %}<tr><td>{{ k }}</td><td>{{ fmt(m.ev.get(k)) }}</td>
+<td>{% set ci = m.ci.get(k) %}{% if ci and ci.low is not none %}{{ fmt(ci.low) }} – {{ fmt(ci.high) }}{% endif %}</td>
+<td>{{ fmt(m.ev.get(k ~ '_external')) }}</td></tr>{% endfor %}
+<tr><td>recall_c2 at false-alarm budget {{ fmt(m.ev.metrics.false_alarm_budget.budget) }}</td>
+<td>{{ fmt(m.ev.recall_c2_at_budget) }} (threshold {{ fmt(m.ev.threshold_at_budget) }})</td><td></td><td></td></tr>
+<tr><td>ECE</td><td>{{ fmt(m.ev.ece) }}</td><td></td><td></td></tr>
+</table>
+{% for title, uri in m.charts %}<img alt="{{ title }}" src="{{ uri }}">{% endfor %}
+{% if m.ev.efficiency %}<h3>Efficiency (CPU, in-process)</h3><table>
+{% for k in ['latency_p50_ms','latency_p95_ms','throughput_per_s','size_mb','peak_memory_mb','rss_peak_delta_mb'] %}
+<tr><th>{{ k }}</th><td>{{ fmt(m.ev.efficiency[k]) }}</td></tr>{% endfor %}
+<tr><th>memory method</th><td>{{ m.ev.efficiency.peak_memory_method }}</td></tr></table>{% endif %}
+{% set rob = m.ev.robustness %}
+{% if rob and rob.applicable %}
+<h3>Adversarial robustness ({{ rob.n_prompts }} prompts: {{ rob.applied_to|join(', ') }})</h3>
+<table><tr><th>transform</th><th>detection rate</th><th>attack success rate</th><th>malicious retained</th>
+<th>example</th></tr>
+<tr><td>(none)</td><td>{{ fmt(rob.baseline.detection_rate) }}</td><td>{{ fmt(rob.baseline.attack_success_rate) }}</td>
+<td>{{ fmt(rob.baseline.malicious_retained) }}</td><td></td></tr>
+{% for name, r in rob.transforms.items() %}<tr><td>{{ name }}</td><td>{{ fmt(r.detection_rate) }}</td>
+<td>{{ fmt(r.attack_success_rate) }}</td><td>{{ fmt(r.malicious_retained) }}</td>
+<td class="text">{{ r.example[:120] }}</td></tr>{% endfor %}</table>
+{% if rob.false_alarm_probe and rob.false_alarm_probe.applicable %}
+<p>False-alarm probe: {{ rob.false_alarm_probe.n }} hard benign prompts, flagged
+{{ fmt(rob.false_alarm_probe.flagged_rate) }}, blocked {{ fmt(rob.false_alarm_probe.blocked_rate) }}.</p>
+{% if rob.false_alarm_probe.flagged %}<table><tr><th>flagged benign prompt</th><th>predicted</th></tr>
+{% for f in rob.false_alarm_probe.flagged %}<tr><td class="text">{{ f.text }}</td><td>{{ f.predicted }}</td></tr>
+{% endfor %}</table>{% endif %}{% endif %}
+{% elif rob %}<p>Robustness: n/a ({{ rob.reason }})</p>{% endif %}
+<h3>Most confident mistakes</h3>
+<table><tr><th>id</th><th>true</th><th>predicted</th><th>confidence</th><th>text</th></tr>
+{% for x in m.ev.confident_mistakes %}<tr><td>{{ x.id }}</td><td>{{ x.true }}</td><td>{{ x.predicted }}</td>
+<td>{{ fmt(x.confidence) }}</td><td class="text">{{ x.text }}</td></tr>{% endfor %}</table>
+</section>
+{% endfor %}
+</body></html>
+"""
+
+_HEADLINE = (
+    "custom_score",
+    "f1_macro",
+    "accuracy",
+    "recall_c2",
+    "precision_c1",
+    "f1_c0",
+    "false_alarm_rate",
+    "missed_threat_rate",
+    "roc_auc",
+    "pr_auc",
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def render_report(
+    evaluations: Sequence[dict[str, Any]], selection: SelectionResult | None, out_html: str | Path
+) -> str:
+    """Write one self-contained HTML report (images embedded as base64 data URIs); returns its path."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+    template = env.from_string(_TEMPLATE)
+    models = []
+    for ev in evaluations:
+        charts = stored_or_new_charts(ev)
+        models.append(
+            {
+                "ev": ev,
+                "ci": (ev.get("metrics") or {}).get("confidence_intervals") or {},
+                "charts": [(name, data_uri(png)) for name, png in charts.items()],
+            }
+        )
+    role_pr = role_pr_png(evaluations)
+    from prompt_sentinel.selection import GATES
+
+    html = template.render(
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        evaluations=evaluations,
+        selection=selection,
+        gate_metrics=[g[0] for g in GATES],
+        columns=RESULTS_COLUMNS,
+        rows=results_rows(evaluations, selection),
+        comparison=data_uri(comparison_png(evaluations)),
+        role_pr=data_uri(role_pr) if role_pr else None,
+        models=models,
+        headline=_HEADLINE,
+        fmt=_fmt,
+    )
+    storage.write_text(str(out_html), html)
+    return str(out_html)
