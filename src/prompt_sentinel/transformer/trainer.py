@@ -1,0 +1,909 @@
+"""Fine-tune a transformer (``AutoModelForSequenceClassification``) into a Prompt Sentinel artifact.
+
+A compact torch training loop rather than HF ``Trainer``, so focal loss, the adaptive class-weight controller
+and exact resume stay visible in one place:
+
+* dynamic padding (each batch padded to its longest row), ``max_length`` truncation, gradient accumulation,
+  AdamW (no decay on biases / LayerNorm) with warmup + linear or cosine decay, seeded init and data order;
+* focal loss or class-weighted cross-entropy whose class weights the :class:`AlphaController` adjusts after
+  each evaluation;
+* evaluation on the validation set every epoch (or ``eval_every_steps``) with the shared security custom
+  score; the best-scoring weights are kept, and training stops after ``early_stopping_patience`` evaluations
+  without improvement;
+* CUDA with bf16 (or fp16 + loss scaling) autocast when available, CPU fp32 otherwise;
+* a checkpoint after each evaluation (and every ``checkpoint_every_steps``) in a working dir beside the output,
+  optionally mirrored to ``checkpoint_uri``: a restarted (preempted) step resumes from it. Data order comes
+  from a generator seeded per epoch and RNG states are restored, so a resumed run replays the same batches.
+
+Every bad input (unusable base model, label-count mismatch, ``max_length`` beyond the model's limit, empty
+data) raises :class:`TrainingError` before any training starts. The artifact is written into
+``storage.atomic_output_dir`` (weights as safetensors, tokenizer, JSON reports, descriptor, checksums last).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import confusion_matrix
+
+from prompt_sentinel import storage, tracking
+from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
+from prompt_sentinel.config import SentinelConfig
+from prompt_sentinel.errors import TrainingError
+from prompt_sentinel.metrics import macro_f1, score_from_confusion
+from prompt_sentinel.modeling import ModelDescriptor
+from prompt_sentinel.text import normalize_text
+from prompt_sentinel.transformer.checkpoints import CheckpointStore, resolve_checkpoint
+from prompt_sentinel.transformer.controller import AlphaController
+from prompt_sentinel.transformer.losses import build_loss, initial_alpha
+from prompt_sentinel.transformer.model import (
+    cpu_limit,
+    effective_max_length,
+    length_buckets,
+    quiet_transformers,
+)
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+# Written into MLflow next to the model: what a runtime needs to load this artifact.
+PIP_REQUIREMENTS = ("prompt-sentinel", "torch", "transformers", "safetensors", "tokenizers", "numpy")
+STATE_VERSION = 1
+
+
+@dataclass
+class TransformerTrainResult:
+    """What a caller (CLI, pipeline component, benchmark) needs after training."""
+
+    out_dir: Path | str  # a str for gs:// outputs
+    best_score: float
+    best_metrics: dict[str, Any]
+    best_step: int
+    best_epoch: float
+    global_step: int
+    total_steps: int
+    final_alpha: list[float]
+    train_seconds: float
+    samples_per_second: float
+    device: str
+    precision: str
+    resumed_from_step: int
+    stopped_early: bool
+    metrics_history: list[dict[str, Any]] = field(default_factory=list)
+    alpha_trajectory: list[dict[str, Any]] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# input checks (all before any training)
+
+
+def _prepare_frame(df: pd.DataFrame | None, name: str, num_classes: int) -> tuple[list[str], np.ndarray]:
+    if df is None or len(df) == 0:
+        raise TrainingError(
+            f"the {name} set is {'missing' if df is None else 'empty'}; transformer training needs labelled "
+            f"{name} rows (the validation set drives early stopping and the class-weight controller)"
+        )
+    missing = [c for c in ("text", "label") if c not in df.columns]
+    if missing:
+        raise TrainingError(f"the {name} set lacks column(s) {missing}; expected columns text, label")
+    if df["text"].isna().any():
+        raise TrainingError(f"the {name} set has {int(df['text'].isna().sum())} empty (null) texts")
+    try:
+        labels = df["label"].to_numpy().astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"the {name} set has non-integer labels: {exc}") from exc
+    if not np.array_equal(labels, df["label"].to_numpy()):
+        raise TrainingError(f"the {name} set has non-integer labels")
+    bad = sorted(set(labels[(labels < 0) | (labels >= num_classes)].tolist()))
+    if bad:
+        raise TrainingError(f"the {name} set has label ids {bad} outside 0..{num_classes - 1} (labels.names)")
+    return [normalize_text(str(t)) for t in df["text"]], labels
+
+
+def inspect_base_model(path: Path, ref: str, cfg: SentinelConfig) -> tuple[Any, Any, int]:
+    """Check a base checkpoint is usable; returns (config, tokenizer, max_length) or raises TrainingError."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    n = cfg.labels.num_classes
+    if not (path / "config.json").is_file():
+        raise TrainingError(
+            f"base model {ref} ({path}) has no config.json; expected a Hugging Face checkpoint directory "
+            "(config.json, tokenizer files, model.safetensors)"
+        )
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise TrainingError(f"base model {ref} ({path}) has no tokenizer files (looked for {list(TOKENIZER_FILES)})")
+    if not (path / "model.safetensors").is_file() and not (path / "model.safetensors.index.json").is_file():
+        pickled = [p.name for p in path.glob("*.bin")]
+        hint = f" (found pickled {pickled}; convert them to safetensors)" if pickled else ""
+        raise TrainingError(f"base model {ref} ({path}) has no model.safetensors weights{hint}")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise TrainingError(f"base model {ref}: config.json cannot be read by transformers ({exc})") from exc
+    architectures = list(getattr(config, "architectures", None) or [])
+    if any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels != n:
+        raise TrainingError(
+            f"base model {ref} is a {architectures[0]} fine-tuned for {config.num_labels} labels, but the config "
+            f"has {n} labels {cfg.labels.names}; use a checkpoint with {n} labels or a base (encoder) model"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise TrainingError(f"base model {ref}: the tokenizer cannot be loaded ({exc})") from exc
+    limit = effective_max_length(tokenizer, config, None)
+    if cfg.transformer.max_length > limit:
+        raise TrainingError(
+            f"transformer.max_length={cfg.transformer.max_length} exceeds the limit of base model {ref}: "
+            f"{limit} tokens (tokenizer.model_max_length / config.max_position_embeddings)"
+        )
+    return config, tokenizer, cfg.transformer.max_length
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+
+class _Encoded(torch.utils.data.Dataset):
+    def __init__(self, encoded: dict[str, list[list[int]]], labels: np.ndarray) -> None:
+        self.encoded = encoded
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**{k: v[i] for k, v in self.encoded.items()}, "labels": int(self.labels[i])}
+
+
+class _Collator:
+    """Dynamic padding: each batch is padded to its own longest row."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        labels = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
+        features = [{k: v for k, v in r.items() if k != "labels"} for r in rows]
+        batch = dict(self.tokenizer.pad(features, padding=True, return_tensors="pt"))
+        batch["labels"] = labels
+        return batch
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of one epoch: a pure function of (seed, epoch), so a resumed run replays them."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _loader(dataset, batches: list[list[int]], collate: _Collator, pin: bool) -> torch.utils.data.DataLoader:
+    # a private generator: a DataLoader draws its base seed when iterated, and drawing it from the global RNG
+    # would shift the dropout masks of a resumed run away from those of an uninterrupted one
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, collate_fn=collate, pin_memory=pin, generator=torch.Generator()
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# device, precision, optimizer
+
+
+def _select_device() -> torch.device:
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        log.info("training on CUDA: %s", torch.cuda.get_device_name(device))
+        return device
+    log.info("CUDA is not available: training on CPU (%d torch threads); expect it to be slow", torch.get_num_threads())
+    return torch.device("cpu")
+
+
+def _resolve_precision(requested: str, device: torch.device) -> tuple[str, torch.dtype | None]:
+    if device.type != "cuda":
+        if requested in ("bf16", "fp16"):
+            log.warning("transformer.precision=%s needs CUDA; training in fp32 on CPU", requested)
+        return "fp32", None
+    bf16_ok = torch.cuda.is_bf16_supported()
+    if requested == "auto":
+        requested = "bf16" if bf16_ok else "fp16"
+    if requested == "bf16" and not bf16_ok:
+        log.warning("this GPU does not support bf16; using fp16 autocast with loss scaling")
+        requested = "fp16"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(requested)
+    log.info("mixed precision: %s", requested)
+    return requested, dtype
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        # biases and normalization weights are not regularized (standard BERT fine-tuning practice)
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int):
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    build = get_cosine_schedule_with_warmup if kind == "cosine" else get_linear_schedule_with_warmup
+    return build(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _frame_sha256(texts: list[str], labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for text, label in zip(texts, labels.tolist(), strict=True):
+        digest.update(f"{label}\t{text}\n".encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _evaluate(
+    model, dataset: _Encoded, collate: _Collator, cfg: SentinelConfig, device: torch.device, dtype
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Validation metrics (custom score first) and the confusion matrix."""
+    n = cfg.labels.num_classes
+    lengths = [len(ids) for ids in dataset.encoded["input_ids"]]
+    preds = np.zeros(len(dataset), dtype=np.int64)
+    loss_sum = 0.0
+    model.eval()
+    with torch.inference_mode():
+        for idx in length_buckets(lengths, cfg.transformer.eval_batch_size):
+            batch = collate([dataset[i] for i in idx])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            with _autocast(device, dtype):
+                logits = model(**batch).logits.float()
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            preds[idx] = logits.argmax(dim=-1).cpu().numpy()
+    model.train()
+    cm = confusion_matrix(dataset.labels, preds, labels=list(range(n)))
+    score = score_from_confusion(cm, cfg.labels.roles)
+    metrics = {
+        "custom_score": score.custom_score,
+        "macro_f1": macro_f1(dataset.labels, preds, n),
+        **{k: v for k, v in score.as_dict().items() if k != "custom_score"},
+        "val_loss": loss_sum / len(dataset),
+        "accuracy": float((preds == dataset.labels).mean()),
+    }
+    return metrics, cm
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MLflow
+
+
+def _default_tracking_dir(out: str) -> Path:
+    if storage.is_gcs(out):
+        # SQLite cannot live in a bucket; set mlflow.tracking_uri for shared tracking from pipeline steps
+        return Path(tempfile.gettempdir()) / "prompt-sentinel-mlflow"
+    return Path(out).resolve().parent
+
+
+def _log_eval_metrics(run: Any, entry: dict[str, Any]) -> None:
+    if run is None:
+        return
+    tracking.log_metrics({k: v for k, v in entry.items() if k not in ("alpha", "confusion_matrix")}, step=entry["step"])
+    # per-class weights as separate series, so the controller's trajectory is visible in the MLflow UI
+    tracking.log_metrics({f"alpha_{i}": a for i, a in enumerate(entry["alpha"])}, step=entry["step"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# planning: every check and decision before any training
+
+
+@dataclass
+class _Plan:
+    """Inputs, checked and tokenized, and the step budget derived from them."""
+
+    ref: str
+    base_path: Path
+    tokenizer: Any
+    max_length: int
+    train_set: _Encoded
+    val_set: _Encoded
+    alpha0: list[float]
+    device: torch.device
+    precision: str
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    total_steps: int
+    n_epochs: int
+    warmup_steps: int
+    fingerprint: str
+
+
+def _plan(train_df: pd.DataFrame, val_df: pd.DataFrame | None, cfg: SentinelConfig, base_model: str | None) -> _Plan:
+    tcfg, n_classes = cfg.transformer, cfg.labels.num_classes
+    train_texts, train_labels = _prepare_frame(train_df, "training", n_classes)
+    val_texts, val_labels = _prepare_frame(val_df, "validation", n_classes)
+    absent = sorted(set(range(n_classes)) - set(train_labels.tolist()))
+    if absent:
+        log.warning("classes %s have no training rows", [cfg.labels.names[i] for i in absent])
+    ref = base_model or tcfg.base_model
+    base_path = resolve_checkpoint(ref)
+    _, tokenizer, max_length = inspect_base_model(base_path, ref, cfg)
+    alpha0 = initial_alpha(tcfg.focal_alpha, n_classes)
+    # built here only to validate their settings now, not after the model has loaded
+    build_loss(tcfg.loss, tcfg.focal_gamma)
+    AlphaController(alpha0, cfg.labels, tcfg.controller)
+
+    limit = cpu_limit()
+    if torch.get_num_threads() > limit:  # torch counts the node's cores, not the pod's CPU limit
+        torch.set_num_threads(limit)
+    device = _select_device()
+    precision, amp_dtype = _resolve_precision(tcfg.precision, device)
+
+    train_set = _Encoded(dict(tokenizer(train_texts, truncation=True, max_length=max_length)), train_labels)
+    val_set = _Encoded(dict(tokenizer(val_texts, truncation=True, max_length=max_length)), val_labels)
+    micro_per_epoch = math.ceil(len(train_set) / tcfg.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / tcfg.gradient_accumulation_steps)
+    total_steps = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * steps_per_epoch))
+    # a checkpoint resumes only the run it came from: same settings, base model and data
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "transformer": tcfg.model_dump(exclude={"checkpoint_uri"}),
+                "labels": cfg.labels.model_dump(),
+                "seed": cfg.seed,
+                "base_model": ref,
+                "train": _frame_sha256(train_texts, train_labels),
+                "val": _frame_sha256(val_texts, val_labels),
+                "version": STATE_VERSION,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    return _Plan(
+        ref=ref,
+        base_path=base_path,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        train_set=train_set,
+        val_set=val_set,
+        alpha0=alpha0,
+        device=device,
+        precision=precision,
+        amp_dtype=amp_dtype,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        n_epochs=math.ceil(total_steps / steps_per_epoch),
+        warmup_steps=round(tcfg.warmup_ratio * total_steps),
+        fingerprint=fingerprint,
+    )
+
+
+def _load_model(plan: _Plan, cfg: SentinelConfig):
+    from transformers import AutoModelForSequenceClassification
+
+    _seed_everything(cfg.seed)  # before loading: a fresh classification head is randomly initialized
+    try:
+        with quiet_transformers():  # the "classifier.* newly initialized" report is expected here
+            model = AutoModelForSequenceClassification.from_pretrained(
+                plan.base_path,
+                num_labels=cfg.labels.num_classes,
+                id2label=cfg.labels.id2label,
+                label2id=cfg.labels.label2id,
+                use_safetensors=True,
+            )
+    except Exception as exc:
+        raise TrainingError(f"base model {plan.ref}: cannot be loaded for sequence classification ({exc})") from exc
+    model.config.problem_type = "single_label_classification"
+    return model.to(plan.device)
+
+
+def _initial_state(fingerprint: str) -> dict[str, Any]:
+    """The JSON-able counters of a run; saved in every checkpoint and restored on resume."""
+    return {
+        "version": STATE_VERSION,
+        "fingerprint": fingerprint,
+        "global_step": 0,
+        "next_epoch": 0,  # where the next optimizer step's batches come from
+        "next_window": 0,
+        "best_score": -math.inf,
+        "best_step": 0,
+        "best_epoch": 0.0,
+        "best_metrics": {},
+        "evals_without_improvement": 0,
+        "stopped_early": False,
+        "samples_seen": 0,
+        "running_loss": 0.0,  # train loss summed since the last evaluation
+        "running_count": 0,
+        "step_seconds": 0.0,
+        "train_seconds": 0.0,
+        "metrics_history": [],
+        "resumed_from": [],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one training attempt
+
+
+class _Session:
+    """Model, optimizer, schedule, controller and counters of one (possibly resumed) training attempt."""
+
+    def __init__(self, plan: _Plan, cfg: SentinelConfig, store: CheckpointStore) -> None:
+        self.plan, self.cfg, self.tcfg, self.store = plan, cfg, cfg.transformer, store
+        self.model = _load_model(plan, cfg)
+        self.optimizer = _optimizer(self.model, self.tcfg.learning_rate, self.tcfg.weight_decay)
+        self.scheduler = _scheduler(self.optimizer, self.tcfg.scheduler, plan.warmup_steps, plan.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
+        self.controller = AlphaController(plan.alpha0, cfg.labels, self.tcfg.controller)
+        self.loss_fn = build_loss(self.tcfg.loss, self.tcfg.focal_gamma)
+        self.collate = _Collator(plan.tokenizer)
+        self.state = _initial_state(plan.fingerprint)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.resumed_from_step = 0
+        self._alpha_tensor = self._alpha()
+        self._run: Any = None
+        self._bar: Any = None
+        self._postfix: dict[str, str] = {}
+        self._started = time.perf_counter()
+        self._seconds_before = 0.0
+
+    def _alpha(self) -> torch.Tensor:
+        return torch.tensor(self.controller.alpha, dtype=torch.float32, device=self.plan.device)
+
+    # -- resume ---------------------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue from the newest checkpoint of this same run, if there is one."""
+        ckpt = self.store.find()
+        if ckpt is None:
+            return
+        saved = self.store.read_state(ckpt)
+        if saved.get("fingerprint") != self.plan.fingerprint:
+            log.warning("ignoring checkpoint %s: it belongs to a different config, base model or dataset", ckpt)
+            self.store.discard()
+            return
+        self.best_state = self.store.load_into(ckpt, self.model, self.optimizer, self.plan.device)
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.controller.load_state_dict(saved["controller"])
+        self._alpha_tensor = self._alpha()
+        self.state.update({k: v for k, v in saved.items() if k in self.state})
+        self.state["resumed_from"].append(self.state["global_step"])
+        self.resumed_from_step = self.state["global_step"]
+        log.info("resuming from checkpoint %s at step %d/%d", ckpt, self.state["global_step"], self.plan.total_steps)
+
+    # -- evaluation and checkpoints -------------------------------------------------------------------------
+    def evaluate(self, epoch_progress: float) -> None:
+        state = self.state
+        metrics, cm = _evaluate(
+            self.model, self.plan.val_set, self.collate, self.cfg, self.plan.device, self.plan.amp_dtype
+        )
+        alpha_used = list(self.controller.alpha)
+        actions = self.controller.observe(cm.tolist(), step=state["global_step"], epoch=epoch_progress)
+        entry = {
+            "step": state["global_step"],
+            "epoch": round(epoch_progress, 4),
+            "train_loss": state["running_loss"] / max(state["running_count"], 1),
+            "learning_rate": float(self.scheduler.get_last_lr()[0]),
+            **metrics,
+            "alpha": alpha_used,  # the weights the loss used since the previous evaluation
+            "confusion_matrix": cm.tolist(),
+        }
+        state["metrics_history"].append(entry)
+        state["running_loss"], state["running_count"] = 0.0, 0
+        if actions:
+            self._alpha_tensor = self._alpha()
+            log.info("controller raised class weights: %s -> alpha %s", actions, self.controller.alpha)
+        if metrics["custom_score"] > state["best_score"]:
+            state.update(
+                best_score=metrics["custom_score"],
+                best_step=state["global_step"],
+                best_epoch=entry["epoch"],
+                best_metrics={k: v for k, v in entry.items() if k != "alpha"},
+                evals_without_improvement=0,
+            )
+            # separate CPU copies (no shared storage) so they can be saved as safetensors as-is
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            state["evals_without_improvement"] += 1
+            if state["evals_without_improvement"] >= self.tcfg.early_stopping_patience:
+                state["stopped_early"] = True
+                log.info(
+                    "early stopping at step %d: no custom-score improvement in %d evaluations",
+                    state["global_step"],
+                    self.tcfg.early_stopping_patience,
+                )
+        _log_eval_metrics(self._run, entry)
+        log.info(
+            "eval at step %d (epoch %.2f): custom score %.4f, macro F1 %.4f, val loss %.4f, alpha %s",
+            entry["step"],
+            entry["epoch"],
+            metrics["custom_score"],
+            metrics["macro_f1"],
+            metrics["val_loss"],
+            self.controller.alpha,
+        )
+        self._postfix["score"] = f"{metrics['custom_score']:.4f}"
+        if self._bar is not None:
+            self._bar.set_postfix(self._postfix)
+
+    def checkpoint(self) -> None:
+        self.state["train_seconds"] = self._seconds_before + (time.perf_counter() - self._started)
+        payload = {
+            **self.state,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "controller": self.controller.state_dict(),
+        }
+        self.store.save(self.model, self.optimizer, payload, self.best_state)
+
+    # -- training -------------------------------------------------------------------------------------------
+    def _optimizer_step(self, window: list[list[int]], micro_batches: Iterator[dict[str, torch.Tensor]]) -> float:
+        """One optimizer step over an accumulation window of micro-batches; returns the window's loss."""
+        device, scaler = self.plan.device, self.scaler
+        self.optimizer.zero_grad(set_to_none=True)
+        window_rows = sum(len(b) for b in window)
+        window_loss = 0.0
+        for _ in window:
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(micro_batches).items()}
+            labels = batch.pop("labels")
+            with _autocast(device, self.plan.amp_dtype):
+                logits = self.model(**batch).logits
+            # weight each micro-batch by its rows so the window's loss is the mean over all its rows
+            loss = self.loss_fn(logits, labels, self._alpha_tensor) * (len(labels) / window_rows)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            window_loss += float(loss.detach())
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        if self.tcfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.max_grad_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        return window_loss
+
+    def run(self, progress: bool, step_callback: Callable[[int], None] | None, mlflow_run: Any) -> None:
+        """Train until ``total_steps`` or early stopping, evaluating and checkpointing on schedule."""
+        plan, state = self.plan, self.state
+        self._run = mlflow_run
+        self._started, self._seconds_before = time.perf_counter(), state["train_seconds"]
+        if progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=plan.total_steps, initial=state["global_step"], desc="fine-tuning", unit="step")
+        self.model.train()
+        try:
+            self._loop(step_callback)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+        state["train_seconds"] = self._seconds_before + (time.perf_counter() - self._started)
+
+    def _loop(self, step_callback: Callable[[int], None] | None) -> None:
+        plan, tcfg, state = self.plan, self.tcfg, self.state
+        if state["global_step"] >= plan.total_steps or state["stopped_early"]:
+            return  # resumed from the final checkpoint: only the artifact is left to write
+        accum = tcfg.gradient_accumulation_steps
+        for epoch in range(state["next_epoch"], plan.n_epochs):
+            batches = epoch_batches(len(plan.train_set), tcfg.batch_size, self.cfg.seed, epoch)
+            windows = [batches[i : i + accum] for i in range(0, len(batches), accum)]
+            first = state["next_window"] if epoch == state["next_epoch"] else 0
+            remaining = windows[first:]
+            pin = plan.device.type == "cuda"
+            micro_batches = iter(_loader(plan.train_set, [b for w in remaining for b in w], self.collate, pin))
+            for position, window in enumerate(remaining, start=first + 1):
+                started = time.perf_counter()
+                window_loss = self._optimizer_step(window, micro_batches)
+                epoch_end = position == len(windows)
+                state["global_step"] += 1
+                state["samples_seen"] += sum(len(b) for b in window)
+                state["step_seconds"] += time.perf_counter() - started
+                state["running_loss"] += window_loss
+                state["running_count"] += 1
+                state["next_epoch"], state["next_window"] = (epoch + 1, 0) if epoch_end else (epoch, position)
+                if self._bar is not None:
+                    self._bar.update(1)
+                    self._postfix["loss"] = f"{window_loss:.4f}"
+                    self._bar.set_postfix(self._postfix, refresh=False)
+
+                step = state["global_step"]
+                last = step >= plan.total_steps
+                scheduled = (step % tcfg.eval_every_steps == 0) if tcfg.eval_every_steps else epoch_end
+                if scheduled or last:
+                    self.evaluate(epoch + position / len(windows))
+                every = tcfg.checkpoint_every_steps
+                # the final step is checkpointed too: a crash while writing the artifact skips retraining
+                if scheduled or last or (every is not None and step % every == 0):
+                    self.checkpoint()
+                if step_callback is not None:
+                    step_callback(step)
+                if last or state["stopped_early"]:
+                    return
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the training function
+
+
+def train_transformer(
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame | None,
+    cfg: SentinelConfig,
+    out_dir: str | Path,
+    base_model: str | None = None,
+    progress: bool = True,
+    *,
+    step_callback: Callable[[int], None] | None = None,
+    tracking_dir: str | Path | None = None,
+) -> TransformerTrainResult:
+    """Fine-tune ``base_model`` (default ``cfg.transformer.base_model``) and write the artifact to ``out_dir``.
+
+    ``train_df`` / ``val_df`` have columns ``text`` and ``label`` (class id). If ``out_dir``'s working directory
+    (or ``cfg.transformer.checkpoint_uri``) holds a checkpoint of the same run, training resumes from it.
+    ``out_dir`` may be local (written atomically) or gs:// (staged locally, ``checksums.json`` uploaded last).
+    ``step_callback(global_step)`` runs after every optimizer step (after that step's checkpoint, if any).
+    MLflow tracking goes to ``cfg.mlflow.tracking_uri`` or ``sqlite:///<tracking_dir>/mlflow.db`` (default:
+    ``out_dir``'s parent).
+    """
+    out = str(out_dir).rstrip("/")
+    if not out:
+        raise TrainingError("out_dir is empty; pass the directory (or gs:// prefix) to write the model to")
+    plan = _plan(train_df, val_df, cfg, base_model)  # raises TrainingError before any training
+    store = CheckpointStore(out, cfg.transformer.checkpoint_uri)
+    session = _Session(plan, cfg, store)
+    session.resume()
+
+    dataset = {
+        "train_sha256": tracking.dataset_sha256(train_df),
+        "train_rows": len(plan.train_set),
+        "validation_sha256": tracking.dataset_sha256(val_df),
+        "validation_rows": len(plan.val_set),
+    }
+    commit = tracking.git_commit()
+    tags = {
+        "model_type": "transformer",
+        "family": "transformer",
+        "base_model": plan.ref,
+        "dataset_sha256": dataset["train_sha256"],
+        "git_commit": commit,
+        "resumed_from_step": session.resumed_from_step,
+    }
+    run_dir = Path(tracking_dir) if tracking_dir else _default_tracking_dir(out)
+    with tracking.start_run(cfg, f"transformer-{out.rsplit('/', 1)[-1]}", run_dir, tags) as run:
+        if run is not None:
+            tracking.log_params(cfg.transformer.model_dump(mode="json"), prefix="transformer.")
+            tracking.log_params(
+                {
+                    "model_type": "transformer",
+                    "base_model": plan.ref,
+                    "max_length": plan.max_length,
+                    "train_rows": len(plan.train_set),
+                    "validation_rows": len(plan.val_set),
+                    "total_steps": plan.total_steps,
+                    "device": plan.device.type,
+                    "precision": plan.precision,
+                    "seed": cfg.seed,
+                }
+            )
+            for entry in session.state["metrics_history"]:  # a resumed run re-logs what came before
+                _log_eval_metrics(run, entry)
+
+        session.run(progress, step_callback, run)
+        if session.best_state is not None:
+            session.model.load_state_dict(session.best_state)
+        training = _training_report(session, cfg, dataset, commit)
+        with tempfile.TemporaryDirectory(prefix="sentinel-transformer-") as staging:
+            local_artifact = _write_artifact(session, cfg, training, out, Path(staging))
+            state = session.state
+            log.info(
+                "transformer artifact written to %s (best custom score %.4f at step %d)",
+                out,
+                state["best_score"],
+                state["best_step"],
+            )
+            run_id = None
+            if run is not None:
+                import mlflow
+
+                run_id = run.info.run_id
+                # The artifact directory is logged as-is instead of through the mlflow.transformers flavor: the
+                # flavor re-serializes the model in its own layout, while the registry and serving load exactly
+                # this verified directory (descriptor + checksums). Its pip requirements are logged beside it.
+                tracking.log_artifact_dir(local_artifact, artifact_path="model")
+                mlflow.log_text("\n".join(PIP_REQUIREMENTS) + "\n", "model_requirements.txt")
+                tracking.log_metrics(
+                    {
+                        "best_custom_score": state["best_score"],
+                        "best_step": state["best_step"],
+                        "train_seconds": state["train_seconds"],
+                        "samples_per_second": training["samples_per_second"],
+                    }
+                )
+                tracking.log_metrics({f"final_alpha_{i}": a for i, a in enumerate(session.controller.alpha)})
+    store.discard()  # the artifact is in place: the checkpoints are no longer needed
+
+    state = session.state
+    return TransformerTrainResult(
+        out_dir=out if storage.is_gcs(out) else Path(out),
+        best_score=float(state["best_score"]),
+        best_metrics=state["best_metrics"],
+        best_step=int(state["best_step"]),
+        best_epoch=float(state["best_epoch"]),
+        global_step=int(state["global_step"]),
+        total_steps=plan.total_steps,
+        final_alpha=list(session.controller.alpha),
+        train_seconds=float(state["train_seconds"]),
+        samples_per_second=float(training["samples_per_second"]),
+        device=training["device"],
+        precision=plan.precision,
+        resumed_from_step=session.resumed_from_step,
+        stopped_early=bool(state["stopped_early"]),
+        metrics_history=state["metrics_history"],
+        alpha_trajectory=session.controller.trajectory,
+        mlflow_run_id=run_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the artifact
+
+
+def _training_report(
+    session: _Session, cfg: SentinelConfig, dataset: dict[str, Any], commit: str | None
+) -> dict[str, Any]:
+    plan, state = session.plan, session.state
+    device = plan.device
+    labels = plan.train_set.labels
+    return {
+        "model_type": "transformer",
+        "base_model": plan.ref,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "precision": plan.precision,
+        "train_seconds": state["train_seconds"],
+        "step_seconds": state["step_seconds"],
+        "samples_per_second": state["samples_seen"] / state["step_seconds"] if state["step_seconds"] else 0.0,
+        "samples_seen": state["samples_seen"],
+        "global_step": state["global_step"],
+        "total_steps": plan.total_steps,
+        "stopped_early": state["stopped_early"],
+        "resumed_from_steps": state["resumed_from"],
+        "best_step": state["best_step"],
+        "best_epoch": state["best_epoch"],
+        "best_validation": state["best_metrics"],
+        "initial_alpha": plan.alpha0,
+        "final_alpha": list(session.controller.alpha),
+        "loss": cfg.transformer.loss,
+        "dataset": dataset,
+        "class_counts": {name: int((labels == i).sum()) for i, name in enumerate(cfg.labels.names)},
+        "git_commit": commit,
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+    }
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _write_artifact(session: _Session, cfg: SentinelConfig, training: dict[str, Any], out: str, staging: Path) -> Path:
+    """Write the artifact (atomically when local, manifest last when gs://); returns a local copy's path."""
+    plan, tcfg = session.plan, cfg.transformer
+    training_args = {
+        **tcfg.model_dump(mode="json"),
+        "base_model": plan.ref,
+        "resolved_base_model": str(plan.base_path),
+        "max_length": plan.max_length,
+        "seed": cfg.seed,
+        "total_steps": plan.total_steps,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "warmup_steps": plan.warmup_steps,
+        "train_rows": len(plan.train_set),
+        "validation_rows": len(plan.val_set),
+    }
+    reports = {
+        "training_args.json": training_args,
+        "metrics_history.json": session.state["metrics_history"],
+        "alpha_trajectory.json": session.controller.trajectory,
+        "training.json": training,
+    }
+    descriptor = ModelDescriptor(
+        family="transformer",
+        model_type="transformer",
+        labels=cfg.labels,
+        decision=cfg.serving.decision,
+        max_length=plan.max_length,
+        params={"base_model": plan.ref, "loss": tcfg.loss, "final_alpha": list(session.controller.alpha)},
+    )
+
+    def fill(directory: Path) -> None:
+        with quiet_transformers():
+            session.model.save_pretrained(directory)  # writes model.safetensors (the default format)
+            plan.tokenizer.save_pretrained(directory)
+        for name, payload in reports.items():
+            (directory / name).write_text(json.dumps(payload, indent=2, default=_json_default))
+        descriptor.write(directory)
+        if any(directory.glob("*.bin")) or not (directory / "model.safetensors").is_file():
+            raise TrainingError(f"{out}: save_pretrained did not write model.safetensors; refusing the artifact")
+        _readable_by_all(directory)
+        write_manifest(directory)  # last: covers every file above
+
+    if storage.is_gcs(out):
+        fill(staging)
+        _upload_artifact(staging, out)
+        return staging
+    with storage.atomic_output_dir(out) as tmp:
+        fill(tmp)
+    return Path(out)
+
+
+def _upload_artifact(local: Path, uri: str) -> None:
+    """Upload a finished artifact; the manifest goes last, so a reader finding it finds every file it lists."""
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    for path in [*files, local / MANIFEST_NAME]:
+        storage.write_bytes(storage.join(uri, path.relative_to(local).as_posix()), path.read_bytes())
+
+
+def _readable_by_all(directory: Path) -> None:
+    """Temp dirs are created 0700 and some writers use 0600; the serving image runs as another user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o755 & ~umask)
+    for path in directory.rglob("*"):
+        path.chmod((0o755 if path.is_dir() else 0o644) & ~umask)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def result_summary(result: TransformerTrainResult) -> dict[str, Any]:
+    """A JSON-able summary (without the long histories) for CLI output and pipeline metadata."""
+    data = asdict(result)
+    data.pop("metrics_history")
+    data.pop("alpha_trajectory")
+    data["out_dir"] = str(result.out_dir)
+    return data
