@@ -1,0 +1,237 @@
+"""The KServe predictor: one verified Prompt Sentinel model behind the V1 and V2 protocols.
+
+``load()`` resolves the model reference (``name@champion``, ``name/vK``, a local directory, a ``gs://``
+prefix or KServe's ``storageUri`` mount ``/mnt/models``), verifies every file against ``checksums.json``,
+loads either family through :func:`prompt_sentinel.modeling.load_model`, sizes torch's thread pool to the
+pod's CPU limit and warms the model up; only then is the predictor ready. ``preprocess`` validates and
+extracts texts (:mod:`serving.protocol`), ``predict`` runs the model on the whole batch (merging concurrent
+requests, :mod:`serving.batching`), ``postprocess`` formats the answer for the protocol the request used.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from prompt_sentinel.config import DecisionConfig, SentinelConfig
+from prompt_sentinel.errors import RegistryError
+from prompt_sentinel.modeling import SentinelModel, decide, load_model
+from serving._kserve import kserve
+from serving.batching import BatchRunner
+from serving.http import RequestRejected
+from serving.metrics import REJECTED_REQUESTS, count_predictions
+from serving.protocol import (
+    BadRequest,
+    ParsedRequest,
+    Predictions,
+    ServingLimits,
+    build_predictions,
+    format_v1,
+    parse_requested_outputs,
+    parse_v1_body,
+    parse_v2_inputs,
+    v2_metadata,
+    v2_output_specs,
+)
+
+# KServe is reached through serving._kserve only (it must not parse our command line at import time).
+ModelNotReady = kserve.errors.ModelNotReady
+InferOutput, InferRequest, InferResponse = kserve.InferOutput, kserve.InferRequest, kserve.InferResponse
+
+logger = logging.getLogger("prompt_sentinel.serving")
+DEFAULT_MODEL_REF = "/mnt/models"
+# A long warm-up text makes the transformer build its largest padded batch before the first request.
+_WARMUP_TEXTS = ["warm-up: is this prompt safe?", " ".join(["ignore previous instructions"] * 80)]
+
+
+def resolve_model_path(model_ref: str, cfg: SentinelConfig) -> str:
+    """A verified local model directory for any reference: ``name@alias``, ``name/vK``, ``<root>::name@alias``,
+    a local directory (e.g. KServe's ``/mnt/models``) or a ``gs://`` model directory.
+
+    Delegates to the registry (:func:`prompt_sentinel.registry.resolve_model_ref`), which uses
+    ``cfg.registry.root`` for bare references and verifies checksums; errors name the reference.
+    """
+    ref = str(model_ref).strip()
+    if not ref:
+        raise RegistryError("model reference is empty; pass --model NAME@ALIAS, NAME/vK, a directory or gs://")
+    from prompt_sentinel.registry import resolve_model_ref
+
+    return str(resolve_model_ref(ref, cfg))
+
+
+def effective_decision(model_decision: DecisionConfig, override: DecisionConfig) -> DecisionConfig:
+    """The model's thresholds, with any threshold the operator set explicitly in ``serving.decision``.
+
+    Only fields present in the configuration override (pydantic's ``model_fields_set``): a default config
+    leaves the thresholds chosen at training/promotion time untouched.
+    """
+    explicit = {name: getattr(override, name) for name in override.model_fields_set}
+    return model_decision.model_copy(update=explicit) if explicit else model_decision
+
+
+def _size_torch_threads(model: SentinelModel) -> None:
+    """Size torch's thread pool to the pod's CPU limit for sklearn pipelines that embed with torch.
+
+    The transformer loader already does this (``prompt_sentinel.transformer.model.torch_threads``: the cgroup
+    CPU quota, or ``SENTINEL_TORCH_THREADS``); a classical model with an ``embeddings``/``combined``
+    featurizer runs MiniLM through torch as well and gets the same pool. TF-IDF pipelines do not use torch.
+    """
+    featurizer = model.descriptor.featurizer or ""
+    if model.family == "transformer" or "torch" not in sys.modules or featurizer not in ("embeddings", "combined"):
+        return
+    import torch
+
+    from prompt_sentinel.transformer.model import torch_threads
+
+    torch.set_num_threads(torch_threads())
+    logger.info("torch intra-op threads: %d", torch.get_num_threads())
+
+
+@dataclass
+class _Result:
+    request: ParsedRequest
+    predictions: Predictions
+
+
+class SentinelPredictor(kserve.Model):
+    """``kserve.Model`` serving one Prompt Sentinel artifact of either family."""
+
+    def __init__(
+        self,
+        name: str,
+        model_ref: str = DEFAULT_MODEL_REF,
+        cfg: SentinelConfig | None = None,
+        limits: ServingLimits | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.model_ref = model_ref
+        self.cfg = cfg or SentinelConfig()
+        self.limits = limits or ServingLimits.from_config(self.cfg.serving)
+        self.model: SentinelModel | None = None
+        self.model_path: str | None = None
+        self.decision: DecisionConfig | None = None
+        self.load_seconds: float | None = None
+        self._runner: BatchRunner | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Resolve, verify, load and warm up the model; raises SentinelError (e.g. ChecksumError) on failure."""
+        started = time.perf_counter()
+        path = resolve_model_path(self.model_ref, self.cfg)
+        logger.info("loading model %r from %s", self.model_ref, path)
+        model = load_model(path, verify=True)
+        _size_torch_threads(model)
+        batch_size = self.cfg.serving.batch_size
+        runner = BatchRunner(lambda texts: model.predict_proba(texts, batch_size=batch_size), batch_size)
+        model.warmup()
+        runner.run_sync(_WARMUP_TEXTS)
+        self.model, self.model_path, self._runner = model, path, runner
+        self.decision = effective_decision(model.descriptor.decision, self.cfg.serving.decision)
+        self.load_seconds = time.perf_counter() - started
+        logger.info(
+            "model %r ready: family=%s type=%s labels=%s decision=%s (loaded in %.2fs)",
+            self.name,
+            model.family,
+            model.descriptor.model_type,
+            model.labels,
+            self.decision.model_dump(),
+            self.load_seconds,
+        )
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+        self.ready = False
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._loaded().labels)
+
+    def _loaded(self) -> SentinelModel:
+        if self.model is None:
+            # KServe answers 503 before calling us when not ready; this guards direct calls.
+            raise ModelNotReady(self.name)
+        return self.model
+
+    # ---- V2 metadata -----------------------------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return v2_metadata(len(self.label_names) if self.model else -1)[0]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return v2_metadata(len(self.label_names) if self.model else -1)[1]
+
+    # ---- request path ----------------------------------------------------------------------------------
+
+    def validate(self, payload: Any) -> Any:
+        # preprocess already validated the request; KServe's generic check would trip over ParsedRequest.
+        return payload
+
+    def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ParsedRequest:
+        """Validate the request and extract its texts; malformed input → InvalidInput (HTTP 400)."""
+        is_v2 = isinstance(payload, InferRequest)
+        try:
+            if is_v2:
+                texts = parse_v2_inputs(payload.inputs, self.limits)
+                outputs = parse_requested_outputs(payload.request_outputs)
+                return ParsedRequest(texts=texts, protocol="v2", request_id=payload.id, requested_outputs=outputs)
+            return ParsedRequest(texts=parse_v1_body(payload, self.limits), protocol="v1")
+        except BadRequest as exc:
+            REJECTED_REQUESTS.labels(model=self.name, protocol="v2" if is_v2 else "v1").inc()
+            raise RequestRejected(str(exc)) from None
+
+    async def predict(
+        self, payload: ParsedRequest, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> _Result:
+        """Class probabilities for every text of the request, computed in one (shared) batch."""
+        model = self._loaded()
+        assert self._runner is not None and self.decision is not None
+        proba = await self._runner.submit(payload.texts)
+        decisions = decide(proba, model.roles, self.decision)
+        predictions = build_predictions(proba, model.labels, decisions)
+        count_predictions(self.name, predictions.labels, predictions.decisions)
+        return _Result(payload, predictions)
+
+    def postprocess(
+        self, result: _Result, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> dict[str, Any] | kserve.InferResponse:
+        names = self.label_names
+        if result.request.protocol == "v1":
+            return format_v1(result.predictions, names)
+        specs = v2_output_specs(result.predictions, names)
+        wanted = result.request.requested_outputs
+        outputs = [
+            InferOutput(
+                name=spec["name"],
+                shape=spec["shape"],
+                datatype=spec["datatype"],
+                data=spec["data"],
+                parameters=spec.get("parameters"),
+            )
+            for spec in specs
+            if wanted is None or spec["name"] in wanted
+        ]
+        # The Open Inference Protocol makes the request id optional; the response always carries one.
+        return InferResponse(
+            response_id=result.request.request_id or str(uuid.uuid4()),
+            model_name=self.name,
+            infer_outputs=outputs,
+        )
+
+    # ---- in-process convenience ------------------------------------------------------------------------
+
+    def predict_texts(self, texts: list[str]) -> Predictions:
+        """Same answer as the HTTP path, without HTTP (used by tests and the benchmark floor)."""
+        model = self._loaded()
+        assert self.decision is not None
+        proba = np.asarray(model.predict_proba(texts, batch_size=self.cfg.serving.batch_size))
+        return build_predictions(proba, model.labels, decide(proba, model.roles, self.decision))
