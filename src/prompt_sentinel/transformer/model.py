@@ -65,8 +65,12 @@ def cpu_limit(cgroup_file: Path = CGROUP_CPU_MAX) -> int:
 
 
 def torch_threads(cgroup_file: Path = CGROUP_CPU_MAX) -> int:
-    """Intra-op threads for inference: ``SENTINEL_TORCH_THREADS`` if set, else the CPU limit."""
+    """Intra-op threads for inference: ``SENTINEL_TORCH_THREADS``, else ``OMP_NUM_THREADS``, else the CPU limit."""
     raw = os.environ.get(THREADS_ENV, "").strip()
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not raw and omp.isdigit() and int(omp) > 0:
+        # an operator who pinned OpenMP threads (e.g. to the pod's CPU limit) wants torch to follow it
+        return int(omp)
     if raw:
         try:
             value = int(raw)
