@@ -1,0 +1,62 @@
+"""Stage 5 — evaluate one trained model on the test split (and the blind set when there is one).
+
+Calls :func:`prompt_sentinel.evaluation.evaluate_model`, which writes ``evaluation.json``, ``predictions.csv``
+and charts into the ``evaluation`` artifact. ``metrics`` carries the headline numbers, ``confusion`` the test-set
+confusion matrix (drawn by the KFP UI). ``source.json`` beside them records which model artifact was evaluated,
+so selection can copy the winner without taking every model as an input.
+
+Returns the evaluation artifact's URI: the transformer branch hands it to selection through ``dsl.OneOf``
+(parameters only: ``kfp.local`` cannot resolve ``dsl.OneOf`` over artifacts).
+"""
+
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components._base import sentinel_component
+
+
+@sentinel_component()
+def evaluate_candidate(
+    config_json: str,
+    results_uri: str,
+    splits: Input[Dataset],
+    model: Input[Model],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+) -> str:
+    """Evaluate ``model`` on ``splits/test.csv`` (blind: ``splits/blind.csv`` if present)."""
+    from components._runtime import (
+        HEADLINE_METRICS,
+        SOURCE_FILE,
+        log_confusion,
+        log_scalars,
+        seal_metrics,
+        stage,
+        stage_config,
+    )
+
+    name = str(model.metadata.get("model_type") or "model")
+    with stage(f"evaluate[{name}]", results_uri):
+        import json
+        from pathlib import Path
+
+        from prompt_sentinel.data import read_split
+        from prompt_sentinel.evaluation import evaluate_model
+
+        cfg = stage_config(config_json)
+        blind_csv = Path(splits.path) / "blind.csv"
+        result = evaluate_model(
+            model.path,
+            read_split(splits.path, "test"),
+            cfg,
+            blind=read_split(str(blind_csv)) if blind_csv.is_file() else None,
+            out_dir=evaluation.path,
+        )
+        Path(evaluation.path, SOURCE_FILE).write_text(
+            json.dumps({"model": result["model"], "model_uri": model.uri, "evaluation_uri": evaluation.uri})
+        )
+        log_scalars(metrics, {k: result.get(k) for k in HEADLINE_METRICS})
+        log_confusion(confusion, result["labels"], result["metrics"]["confusion_matrix"])
+        seal_metrics(metrics, confusion)
+        evaluation.metadata.update({"model": result["model"], "custom_score": result.get("custom_score")})
+        return evaluation.uri

@@ -1,0 +1,30 @@
+"""Which trainers run: the classical fan-out list and whether the (GPU) transformer branch runs.
+
+Two single-output steps on purpose: ``kfp.local`` resolves ``dsl.ParallelFor`` items and ``dsl.If`` conditions
+only from a task's single ``Output``, and a real cluster is happy either way.
+"""
+
+from components._base import sentinel_component
+
+
+@sentinel_component()
+def plan_classical(models: list[str], results_uri: str) -> list[str]:
+    """The requested models minus ``transformer``, in order, de-duplicated; unknown names fail the run."""
+    from components._runtime import stage
+
+    with stage("plan", results_uri):
+        from prompt_sentinel.pipeline_runner import check_models
+
+        return [m for m in check_models(models) if m != "transformer"]
+
+
+@sentinel_component()
+def plan_transformer(models: list[str], train_transformer: bool) -> bool:
+    """True when ``train_transformer`` is set or ``transformer`` is in ``models``."""
+    return bool(train_transformer) or "transformer" in models
+
+
+@sentinel_component()
+def no_transformer() -> str:
+    """The ``dsl.Else`` side of the transformer branch: no transformer evaluation to select from."""
+    return ""
