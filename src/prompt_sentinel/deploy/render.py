@@ -132,10 +132,12 @@ def is_kserve_kind(obj: dict[str, Any]) -> bool:
 
 
 def _model_class(name: str) -> type:
-    import kserve.models
     import kubernetes.client.models
 
-    for module in (kserve.models, kubernetes.client.models):
+    from serving._kserve import import_kserve  # kserve parses sys.argv on import; this shields our CLI flags
+
+    kserve_models = import_kserve().models
+    for module in (kserve_models, kubernetes.client.models):
         klass = getattr(module, name, None)
         if klass is not None:
             return klass
