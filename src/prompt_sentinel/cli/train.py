@@ -1,9 +1,132 @@
-"""`sentinel` commands for this area (placeholder until the area lands)."""
+"""`sentinel train`: train one model (classical or transformer) and write its artifact directory."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
+
+from prompt_sentinel.cli.common import ConfigOption, SetOption, resolve_config
+from prompt_sentinel.config import ALL_MODELS, CLASSICAL_MODELS, SentinelConfig
+from prompt_sentinel.errors import ConfigError
+
+FEATURIZERS = ("tfidf", "embeddings", "combined")
+TRAIN_HELP = (
+    "Train one model and write its artifact directory (skops pipeline or transformers checkpoint, descriptor, "
+    f"checksums). Classical models ({', '.join(CLASSICAL_MODELS)}) run a cross-validated hyperparameter search "
+    "scored by the security custom score, refit the best candidate, score --val and log the run to MLflow; "
+    "--model transformer fine-tunes --base-model."
+)
+
+
+def _load(uri: str, cfg: SentinelConfig) -> Any:
+    from prompt_sentinel.data.loading import load_dataset
+
+    return load_dataset(uri, cfg)
+
+
+def run_train(
+    model: str,
+    data: str,
+    val: str | None,
+    out: str,
+    cfg: SentinelConfig,
+    base_model: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Load the data, dispatch to the classical or transformer trainer; returns a summary dict."""
+    if model not in ALL_MODELS:
+        raise ConfigError(f"--model {model!r} is not a known model; allowed: {list(ALL_MODELS)}")
+    if base_model is not None and model != "transformer":
+        raise ConfigError(f"--base-model only applies to --model transformer, not {model!r}")
+    train_df = _load(data, cfg)
+    val_df = _load(val, cfg) if val else None
+    if model == "transformer":
+        from prompt_sentinel.transformer.trainer import train_transformer  # torch training: import lazily
+
+        trained = train_transformer(train_df, val_df, cfg, out, base_model=base_model, progress=progress)
+        return {
+            "model": model,
+            "model_dir": str(getattr(trained, "out_dir", trained)),
+            "base_model": base_model or cfg.transformer.base_model,
+            "best_custom_score": getattr(trained, "best_score", None),
+            "train_seconds": getattr(trained, "train_seconds", None),
+            "validation": {
+                k: v
+                for k, v in (getattr(trained, "best_metrics", None) or {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            },
+        }
+    from prompt_sentinel.classical import train_classical
+
+    result = train_classical(model, train_df, val_df, cfg, out, progress=progress)
+    return {
+        "model": model,
+        "model_dir": str(result.model_dir),
+        "featurizer": cfg.featurizer.kind,
+        "best_params": result.best_params,
+        "cv_custom_score": result.cv_score,
+        "balance": result.balance.get("applied"),
+        "train_seconds": result.train_seconds,
+        "validation": {
+            k: v for k, v in result.val_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
+        "mlflow_run_id": result.mlflow_run_id,
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"trained {summary['model']}", show_header=False)
+    for key, value in summary.items():
+        if key == "validation":
+            for metric, number in value.items():
+                shown = f"{number:.4f}" if isinstance(number, float) else str(number)
+                table.add_row(f"val {metric}", shown)
+        elif isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+        elif value is not None:
+            table.add_row(key, str(value))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the top-level app."""
+    """Add ``train`` to the top-level app."""
+
+    @app.command("train", help=TRAIN_HELP)
+    def train(
+        model: Annotated[str, typer.Option("--model", "-m", help=f"Model to train: one of {', '.join(ALL_MODELS)}.")],
+        data: Annotated[str, typer.Option("--data", help="Training data (CSV/JSONL/Parquet, local or gs://).")],
+        out: Annotated[str, typer.Option("--out", "-o", help="Model directory to write (local or gs://).")],
+        val: Annotated[
+            str | None, typer.Option("--val", help="Validation data scored after the refit (optional).")
+        ] = None,
+        featurizer: Annotated[
+            str | None,
+            typer.Option(
+                "--featurizer",
+                help=f"Features for classical models: {', '.join(FEATURIZERS)} (default: featurizer.kind).",
+            ),
+        ] = None,
+        base_model: Annotated[
+            str | None,
+            typer.Option(
+                "--base-model",
+                help="Transformer checkpoint to fine-tune: local dir, gs:// URI or bundled:all-MiniLM-L6-v2.",
+            ),
+        ] = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars for search and embedding.")] = True,
+        config: ConfigOption = None,
+        overrides: SetOption = None,
+    ) -> None:
+        sets = list(overrides or [])
+        if featurizer is not None:
+            if featurizer not in FEATURIZERS:
+                raise ConfigError(f"--featurizer {featurizer!r}; allowed: {list(FEATURIZERS)}")
+            sets.append(f"featurizer.kind={featurizer}")
+        cfg = resolve_config(config, sets)
+        summary = run_train(model, data, val, out, cfg, base_model=base_model, progress=progress)
+        _print_summary(summary)
+        typer.echo(f"model written to {summary['model_dir']}")
