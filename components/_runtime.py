@@ -22,6 +22,7 @@ from typing import Any
 from prompt_sentinel import storage
 from prompt_sentinel.config import SentinelConfig, config_from_json
 from prompt_sentinel.errors import SentinelError
+from prompt_sentinel.evaluation.metrics_suite import HEADLINE_METRICS as EVALUATION_HEADLINE
 
 FAILURES_DIR = "failures"
 STATUS_FILE = "run_status.json"
@@ -30,15 +31,7 @@ FAILURE_MARKER = "sentinel-stage-failure:"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # What an evaluate step logs to its KFP Metrics artifact (keys of evaluation.json).
 HEADLINE_METRICS = (
-    "custom_score",
-    "f1_macro",
-    "accuracy",
-    "recall_c2",
-    "precision_c1",
-    "f1_c0",
-    "false_alarm_rate",
-    "missed_threat_rate",
-    "roc_auc",
+    *EVALUATION_HEADLINE,
     "ece",
     "f1_external",
     "custom_score_external",

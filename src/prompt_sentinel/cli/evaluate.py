@@ -10,21 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from prompt_sentinel.cli.common import ConfigOption, SetOption, resolve_config
+from prompt_sentinel.evaluation.metrics_suite import HEADLINE_METRICS
 
-_TABLE_METRICS = (
-    "custom_score",
-    "f1_macro",
-    "accuracy",
-    "recall_c2",
-    "precision_c1",
-    "f1_c0",
-    "false_alarm_rate",
-    "missed_threat_rate",
-    "roc_auc",
-    "pr_auc",
-    "ece",
-    "recall_c2_at_budget",
-)
+_TABLE_METRICS = (*HEADLINE_METRICS, "pr_auc", "ece", "recall_c2_at_budget")
 
 
 def _fmt(value: Any) -> str:

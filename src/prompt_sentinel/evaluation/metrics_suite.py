@@ -44,6 +44,9 @@ CI_METRICS = (
 # Cap on resample-matrix elements held at once (indices are int64): ~32 MB.
 _BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
 
+# The headline keys of evaluation.json, in the order tables and reports show them.
+HEADLINE_METRICS = (*CI_METRICS, "roc_auc")
+
 
 def _none_if_nan(value: float | None) -> float | None:
     if value is None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from prompt_sentinel import storage
 from prompt_sentinel.errors import StorageError
+from prompt_sentinel.evaluation.metrics_suite import HEADLINE_METRICS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -294,18 +295,7 @@ img{max-width:100%;margin:0.3em}section{border-top:2px solid #ddd;margin-top:2em
 </body></html>
 """
 
-_HEADLINE = (
-    "custom_score",
-    "f1_macro",
-    "accuracy",
-    "recall_c2",
-    "precision_c1",
-    "f1_c0",
-    "false_alarm_rate",
-    "missed_threat_rate",
-    "roc_auc",
-    "pr_auc",
-)
+_HEADLINE = (*HEADLINE_METRICS, "pr_auc")
 
 
 def _fmt(value: Any) -> str:
