@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(f"   custom={score.custom_score:.4f} macro_f1={rows[-1]['macro_f1']:.4f}", file=sys.stderr, flush=True)
+        if args.out:  # rewritten after every model, so a long run that is interrupted keeps what it finished
+            Path(args.out).write_text(render(rows, args, len(train_df), len(test_df)))
 
     table = render(rows, args, len(train_df), len(test_df))
     if skipped:
