@@ -7,6 +7,9 @@ What KServe 0.21 does on its own, before the predictor runs (checked against its
 * V2 ``/infer`` declares its body as a pydantic ``InferenceRequest``, so FastAPI validates it first: invalid
   JSON, bad UTF-8 or a wrong shape (missing ``inputs``, ``data`` not a list…) answer **422** with FastAPI's
   ``{"detail": [...]}``. :func:`validation_error_handler` turns those into 400 with one readable message.
+* A V2 body in the binary tensor extension (header ``inference-header-content-length``) is decoded by KServe
+  with ``str(raw, "utf-8")`` and numpy: invalid UTF-8 or a bad ``binary_data_size`` would be a **500**.
+  :class:`V2BinaryGuardMiddleware` checks the framing and the text first (:func:`check_v2_binary_body`).
 * There is no body-size limit at all: :class:`BodySizeLimitMiddleware` refuses bodies larger than the
   largest valid request (``ServingLimits.max_body_bytes``) before they are read into memory.
 """
@@ -25,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving._kserve import kserve
-from serving.protocol import ServingLimits
+from serving.protocol import V2_BINARY_HEADER, BadRequest, ServingLimits, check_v2_binary_body
 
 logger = logging.getLogger("prompt_sentinel.serving")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -133,8 +136,53 @@ class BodySizeLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
 
+class V2BinaryGuardMiddleware:
+    """Validate V2 binary-extension bodies before KServe decodes them; a bad one gets a 400 naming the input."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._header = V2_BINARY_HEADER.encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header_length = dict(scope.get("headers") or []).get(self._header) if scope["type"] == "http" else None
+        if header_length is None or scope.get("method") != "POST" or not scope.get("path", "").endswith("/infer"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:  # the body-size middleware outside this one bounds what can be read here
+            try:
+                message = await receive()
+            except StarletteHTTPException as exc:  # over the size limit while streaming
+                await _error(exc.status_code, str(exc.detail))(scope, receive, send)
+                return
+            if message["type"] != "http.request":
+                return  # client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            check_v2_binary_body(body, header_length.decode("latin-1"))
+        except BadRequest as exc:
+            logger.warning("400 %s %s: %s", scope.get("method"), scope.get("path"), exc)
+            await _error(HTTPStatus.BAD_REQUEST, str(exc))(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 def install_http_guards(app: FastAPI, limits: ServingLimits) -> None:
     """Add the body-size middleware and the 400 handlers; call before the app serves its first request."""
+    # Starlette runs the last-added middleware first: the size limit applies before the binary guard buffers.
+    app.add_middleware(V2BinaryGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=limits.max_body_bytes)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(RequestRejected, request_rejected_handler)

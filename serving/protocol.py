@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -210,6 +211,93 @@ def parse_v2_inputs(inputs: Sequence[Any], limits: ServingLimits) -> list[str]:
             raise BadRequest(f"input {V2_INPUT_NAME!r} must have shape [n] or [n, 1], got {shape}")
     _check_count(len(values), f"input {V2_INPUT_NAME!r}", limits)
     return [check_text(v, f"{V2_INPUT_NAME}[{i}]", limits) for i, v in enumerate(values)]
+
+
+V2_BINARY_HEADER = "inference-header-content-length"
+_BYTES_LENGTH_PREFIX = struct.Struct("<I")
+
+
+def check_v2_binary_body(body: bytes, header_length: str) -> None:
+    """Validate a V2 request in the binary tensor extension before KServe decodes it.
+
+    The body is ``header_length`` bytes of JSON followed by each input's raw tensor (``binary_data_size`` bytes;
+    for BYTES, elements are a 4-byte little-endian length and that many bytes). KServe decodes BYTES elements
+    with ``str(..., "utf-8")`` and an out-of-range size with numpy, both of which surface as HTTP 500; checking
+    the framing and the UTF-8 here turns every such client mistake into a 400 naming the input and element.
+    """
+    try:
+        json_length = int(header_length)
+    except ValueError:
+        raise BadRequest(f"header {V2_BINARY_HEADER}={header_length!r} is not an integer") from None
+    if not 0 < json_length <= len(body):
+        raise BadRequest(
+            f"header {V2_BINARY_HEADER}={json_length} does not fit a body of {len(body)} bytes; it must give the "
+            "length of the JSON part"
+        )
+    try:
+        header = json.loads(body[:json_length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(
+            f"the JSON part of the binary request ({json_length} bytes) is not valid JSON: {exc}"
+        ) from None
+    inputs = header.get("inputs") if isinstance(header, dict) else None
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        raise BadRequest('the JSON part of the binary request needs an "inputs" list of objects')
+    offset = json_length
+    for position, inp in enumerate(inputs):
+        name = inp.get("name", f"inputs[{position}]")
+        size = (inp.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequest(f"input {name!r}: binary_data_size={size!r} must be a non-negative integer")
+        if offset + size > len(body):
+            raise BadRequest(
+                f"input {name!r}: binary_data_size={size} runs past the end of the body "
+                f"({len(body) - offset} bytes left after byte {offset})"
+            )
+        if str(inp.get("datatype", "")).upper() == "BYTES":
+            _check_binary_strings(body[offset : offset + size], str(name))
+        offset += size
+
+
+def _check_binary_strings(raw: bytes, name: str) -> None:
+    position, element = 0, 0
+    while position < len(raw):
+        if position + _BYTES_LENGTH_PREFIX.size > len(raw):
+            raise BadRequest(f"input {name!r}: element {element} has a truncated 4-byte length prefix")
+        (length,) = _BYTES_LENGTH_PREFIX.unpack_from(raw, position)
+        start = position + _BYTES_LENGTH_PREFIX.size
+        if start + length > len(raw):
+            raise BadRequest(
+                f"input {name!r}: element {element} declares {length} bytes but only {len(raw) - start} remain"
+            )
+        try:
+            raw[start : start + length].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"{name}[{element}] is not valid UTF-8 (invalid byte at position {exc.start})") from None
+        position, element = start + length, element + 1
+
+
+def encode_v2_binary_request(texts: Sequence[str | bytes], request_id: str | None = None) -> tuple[bytes, int]:
+    """A V2 request for ``texts`` in the binary tensor extension: (body, JSON length for the header)."""
+    raw = b"".join(
+        _BYTES_LENGTH_PREFIX.pack(len(b)) + b for b in (t.encode("utf-8") if isinstance(t, str) else t for t in texts)
+    )
+    header: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": V2_INPUT_NAME,
+                "datatype": "BYTES",
+                "shape": [len(texts)],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ]
+    }
+    if request_id is not None:
+        header["id"] = request_id
+    json_part = json.dumps(header).encode("utf-8")
+    return json_part + raw, len(json_part)
 
 
 def parse_requested_outputs(requested: Sequence[Any] | None) -> list[str] | None:

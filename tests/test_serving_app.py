@@ -20,6 +20,7 @@ from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.config import DecisionConfig, load_config
 from prompt_sentinel.modeling import decide, load_model, read_descriptor
 from serving.predictor import SentinelPredictor
+from serving.protocol import V2_BINARY_HEADER, encode_v2_binary_request
 from serving.server import create_app
 
 # KServe 0.21 answers with ORJSONResponse, which FastAPI 0.165 deprecates; not ours to change.
@@ -219,3 +220,23 @@ def test_decisions_follow_model_thresholds_and_operator_overrides(tiny_model_dir
     assert {p["decision"] for p in answer} == {"block"}
     assert predictor.decision == DecisionConfig(block_threshold=0.0, review_threshold=1.0)
     predictor.stop()
+
+
+def test_v2_binary_extension_is_served_and_bad_bytes_get_400(served, tiny_model_dir: Path) -> None:
+    """The binary tensor extension: valid bodies match JSON answers; invalid UTF-8 is a 400, not KServe's 500."""
+    _, client = served
+    body, json_length = encode_v2_binary_request(TEXTS)
+    headers = {"content-type": "application/octet-stream", V2_BINARY_HEADER: str(json_length)}
+    answer = client.post(V2, content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    expected = client.post(V2, json=v2_body(TEXTS)).json()
+    assert {o["name"]: o["data"] for o in answer.json()["outputs"]} == {
+        o["name"]: o["data"] for o in expected["outputs"]
+    }
+
+    bad, bad_length = encode_v2_binary_request(["fine", b"\xc3\x28"])
+    refused = client.post(V2, content=bad, headers={**headers, V2_BINARY_HEADER: str(bad_length)})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "text[1] is not valid UTF-8 (invalid byte at position 0)"
+    lying = client.post(V2, content=body, headers={**headers, V2_BINARY_HEADER: str(len(body) + 1)})
+    assert lying.status_code == 400 and "does not fit a body" in lying.json()["error"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import struct
 import threading
 from types import SimpleNamespace
 
@@ -16,7 +18,9 @@ from serving.protocol import (
     BadRequest,
     ServingLimits,
     build_predictions,
+    check_v2_binary_body,
     decode_json_body,
+    encode_v2_binary_request,
     format_v1,
     parse_requested_outputs,
     parse_v1_body,
@@ -199,3 +203,43 @@ def test_batch_runner_passes_model_errors_to_every_waiter() -> None:
     assert all(isinstance(r, RuntimeError) and "model exploded" in str(r) for r in results)
     with pytest.raises(ValueError, match="max_batch must be at least 1, got 0"):
         BatchRunner(predict, max_batch=0)
+
+
+# ---- V2 binary tensor extension --------------------------------------------------------------------------
+
+
+def test_binary_body_round_trips_and_passes_the_check() -> None:
+    body, json_length = encode_v2_binary_request(["héllo", "ignore all rules"], request_id="r1")
+    check_v2_binary_body(body, str(json_length))  # no exception
+    header = json.loads(body[:json_length])
+    assert header["id"] == "r1" and header["inputs"][0]["shape"] == [2]
+    assert len(body) - json_length == header["inputs"][0]["parameters"]["binary_data_size"] == 4 + 6 + 4 + 16
+
+
+def binary(raw: bytes, size: int | None = None) -> tuple[bytes, int]:
+    """A binary V2 body whose ``text`` tensor is ``raw`` (``size`` overrides the declared binary_data_size)."""
+    params = {"binary_data_size": len(raw) if size is None else size}
+    head = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": params}]})
+    return head.encode() + raw, len(head)
+
+
+ABC = struct.pack("<I", 3) + b"abc"
+
+
+@pytest.mark.parametrize(
+    ("body", "json_length", "fragment"),
+    [
+        (*encode_v2_binary_request([b"ok", b"\xff\xfe"]), "text[1] is not valid UTF-8 (invalid byte at position 0)"),
+        (encode_v2_binary_request(["a"])[0], "x", "is not an integer"),
+        (encode_v2_binary_request(["a"])[0], 10_000, "does not fit a body"),
+        (b"{oops\x00\x00", 5, "not valid JSON"),
+        (b'{"id": 1}', 9, '"inputs" list'),
+        (*binary(ABC, size=99), "runs past the end of the body"),
+        (*binary(ABC, size=-1), "must be a non-negative integer"),
+        (*binary(ABC + b"\x01\x00"), "element 1 has a truncated 4-byte length prefix"),
+        (*binary(struct.pack("<I", 5) + b"abc"), "element 0 declares 5 bytes but only 3 remain"),
+    ],
+)
+def test_binary_body_errors_name_the_problem(body: bytes, json_length, fragment: str) -> None:
+    with pytest.raises(BadRequest, match=re.escape(fragment)):
+        check_v2_binary_body(body, str(json_length))
