@@ -4,6 +4,8 @@
 
 Each model goes through the real stage (:func:`train_classical`: CV search scored by the custom score, balancing,
 refit, skops artifact), is loaded back with :func:`load_model` (checksums verified) and scored on the test set.
+Labels follow each artifact's decision rule (critical-error costs tuned on out-of-fold predictions at
+training time, as serving applies them); the argmax custom score is shown next to it.
 Latency is per prompt: single-prompt ``predict_proba`` calls, median and p95 over ``--latency-samples`` prompts.
 Targets for the best model: custom score >= 0.80, recall_c2 >= 0.95, P(0→2) <= 0.01.
 """
@@ -77,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         model = load_model(result.model_dir)
         started = time.perf_counter()
-        pred = model.predict(texts)
+        proba = model.predict_proba(texts)
         batch_ms = (time.perf_counter() - started) * 1000 / len(texts)
+        pred = model.labels_for(proba)  # the artifact's decision rule, as serving applies it
+        decision = model.descriptor.decision
+        argmax_score = security_score(y_test, proba.argmax(axis=1), cfg.labels.roles, cfg.labels.num_classes)
         model.warmup()
         single = []
         for text in latency_texts:
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 "p02": score.false_alarm_rate,
                 "p20": score.missed_threat_rate,
                 "cv": result.cv_score,
+                "argmax_custom": argmax_score.custom_score,
+                "costs": f"{decision.false_alarm_cost:g}/{decision.missed_threat_cost:g}",
                 "train_s": result.train_seconds,
                 "lat_p50": float(np.median(single)),
                 "lat_p95": float(np.percentile(single, 95)),
@@ -122,14 +129,15 @@ def render(rows: list[dict], args: argparse.Namespace, n_train: int, n_test: int
     lines = [
         f"### Classical models, featurizer `{args.featurizer}` (train {n_train} rows, test {n_test} rows)",
         "",
-        "| model | macro F1 | custom | recall_c2 | precision_c1 | f1_c0 | P(0→2) | P(2→0) | CV custom | "
-        "train s | latency p50 ms | latency p95 ms | batch ms/prompt | balance |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | macro F1 | custom | recall_c2 | precision_c1 | f1_c0 | P(0→2) | P(2→0) | custom (argmax) | "
+        "costs 0→2/2→0 | CV custom | train s | latency p50 ms | latency p95 ms | batch ms/prompt | balance |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: -r["custom"]):
         lines.append(
             f"| {r['model']} | {r['macro_f1']:.4f} | {r['custom']:.4f} | {r['recall_c2']:.4f} | "
-            f"{r['precision_c1']:.4f} | {r['f1_c0']:.4f} | {r['p02']:.4f} | {r['p20']:.4f} | {r['cv']:.4f} | "
+            f"{r['precision_c1']:.4f} | {r['f1_c0']:.4f} | {r['p02']:.4f} | {r['p20']:.4f} | "
+            f"{r['argmax_custom']:.4f} | {r['costs']} | {r['cv']:.4f} | "
             f"{r['train_s']:.1f} | {r['lat_p50']:.2f} | {r['lat_p95']:.2f} | {r['batch_ms']:.2f} | {r['balance']} |"
         )
     if rows:

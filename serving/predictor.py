@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from prompt_sentinel.config import DecisionConfig, SentinelConfig
+from prompt_sentinel.decision import assign_labels, decide
 from prompt_sentinel.errors import RegistryError
-from prompt_sentinel.modeling import SentinelModel, decide, load_model
+from prompt_sentinel.modeling import SentinelModel, load_model
 from serving._kserve import kserve
 from serving.batching import BatchRunner
 from serving.http import RequestRejected
@@ -196,8 +197,7 @@ class SentinelPredictor(kserve.Model):
         model = self._loaded()
         assert self._runner is not None and self.decision is not None
         proba = await self._runner.submit(payload.texts)
-        decisions = decide(proba, model.roles, self.decision)
-        predictions = build_predictions(proba, model.labels, decisions)
+        predictions = self._answer(model, np.asarray(proba))
         count_predictions(self.name, predictions.labels, predictions.decisions)
         return _Result(payload, predictions)
 
@@ -234,4 +234,11 @@ class SentinelPredictor(kserve.Model):
         model = self._loaded()
         assert self.decision is not None
         proba = np.asarray(model.predict_proba(texts, batch_size=self.cfg.serving.batch_size))
-        return build_predictions(proba, model.labels, decide(proba, model.roles, self.decision))
+        return self._answer(model, proba)
+
+    def _answer(self, model: SentinelModel, proba: np.ndarray) -> Predictions:
+        """Labels and decisions under the effective decision rule (model metadata + operator overrides)."""
+        assert self.decision is not None
+        label_ids = assign_labels(proba, model.roles, self.decision)
+        decisions = decide(proba, model.roles, self.decision, label_ids)
+        return build_predictions(proba, model.labels, label_ids, decisions)

@@ -311,11 +311,18 @@ def parse_requested_outputs(requested: Sequence[Any] | None) -> list[str] | None
     return names
 
 
-def build_predictions(proba: np.ndarray, label_names: Sequence[str], decisions: Sequence[str]) -> Predictions:
+def build_predictions(
+    proba: np.ndarray, label_names: Sequence[str], label_ids: Sequence[int] | np.ndarray, decisions: Sequence[str]
+) -> Predictions:
+    """Bundle a batch's answer; ``label_ids`` come from the model's decision rule, not from argmax here."""
     proba = np.asarray(proba, dtype=np.float32)
     if proba.ndim != 2 or proba.shape[1] != len(label_names):
         raise ValueError(f"expected probabilities of shape [n, {len(label_names)}], got {proba.shape}")
-    label_ids = proba.argmax(axis=1).astype(np.int64)
+    label_ids = np.asarray(label_ids, dtype=np.int64)
+    if label_ids.shape != (proba.shape[0],) or len(decisions) != proba.shape[0]:
+        raise ValueError(
+            f"expected {proba.shape[0]} label ids and decisions, got {label_ids.shape} and {len(decisions)}"
+        )
     return Predictions(
         proba=proba,
         label_ids=label_ids,

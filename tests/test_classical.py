@@ -62,7 +62,10 @@ def test_every_model_trains_and_beats_the_majority_baseline(model_name, demo_spl
     y_val = val["label"].to_numpy()
     baseline_f1 = macro_f1(y_val, majority, 3)
     baseline_custom = custom_score(y_val, majority, cfg.labels.roles, 3)
-    assert result.val_metrics["macro_f1"] > baseline_f1 + 0.3
+    # the classifier itself ranks well (argmax macro F1) and its tuned decision rule beats the baseline on
+    # the score it optimizes; the rule may trade macro F1 for fewer critical errors, so F1 is checked on argmax
+    proba = load_model(result.model_dir).predict_proba(val["text"].tolist())
+    assert macro_f1(y_val, proba.argmax(axis=1), 3) > baseline_f1 + 0.3
     assert result.val_metrics["custom_score"] > baseline_custom + 0.05
     assert 0.0 <= result.cv_score <= 1.0
     assert result.model_dir == tmp_path / model_name
@@ -117,11 +120,20 @@ def test_saved_model_loads_with_skops_and_predicts_identically(logreg_model, dem
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     again = load_model(out).predict_proba(texts)
     assert np.array_equal(proba, again)
-    # the loaded pipeline reproduces the validation score computed at training time
+    # the loaded pipeline, under the decision rule stored with it, reproduces the validation score of training
     cfg = _cfg()
-    assert custom_score(val["label"], proba.argmax(axis=1), cfg.labels.roles, 3) == pytest.approx(
+    assert custom_score(val["label"], model.predict(texts), cfg.labels.roles, 3) == pytest.approx(
         result.val_metrics["custom_score"]
     )
+    tuning = json.loads((out / "training.json").read_text())["decision_tuning"]
+    decision = model.descriptor.decision
+    assert (decision.false_alarm_cost, decision.missed_threat_cost) == (
+        tuning["false_alarm_cost"],
+        tuning["missed_threat_cost"],
+    )
+    assert tuning["custom_score"] >= tuning["argmax_custom_score"]
+    cv = pd.read_csv(out / "cv_results.csv")
+    assert cv.loc[cv["rank"] == 1, "decision_custom_score"].iloc[0] == pytest.approx(tuning["custom_score"])
 
 
 def test_tampered_model_file_is_refused(logreg_model, tmp_path):

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 
 from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.config import DecisionConfig, load_config
-from prompt_sentinel.modeling import decide, load_model, read_descriptor
+from prompt_sentinel.decision import assign_labels, decide
+from prompt_sentinel.modeling import load_model, read_descriptor
 from serving.predictor import SentinelPredictor
 from serving.protocol import V2_BINARY_HEADER, encode_v2_binary_request
 from serving.server import create_app
@@ -203,7 +204,7 @@ def test_decisions_follow_model_thresholds_and_operator_overrides(tiny_model_dir
     strict = tmp_path / "strict"
     shutil.copytree(tiny_model_dir, strict)
     descriptor = read_descriptor(strict)
-    descriptor.decision = DecisionConfig(block_threshold=1.0, review_threshold=1.0)  # nothing reaches 1.0
+    descriptor.decision = DecisionConfig(block_threshold=1.0, review_threshold=1.0)  # thresholds never fire
     descriptor.write(strict)
     write_manifest(strict)
 
@@ -211,7 +212,9 @@ def test_decisions_follow_model_thresholds_and_operator_overrides(tiny_model_dir
     proba = predictor.model.predict_proba(TEXTS)
     answer = client.post("/v1/models/strict:predict", json={"instances": TEXTS}).json()["predictions"]
     assert [p["decision"] for p in answer] == decide(proba, predictor.model.roles, descriptor.decision)
-    assert {p["decision"] for p in answer} == {"allow"}
+    # with the thresholds out of reach the label alone decides
+    by_label = {"benign": "allow", "suspicious": "review", "malicious": "block"}
+    assert [p["decision"] for p in answer] == [by_label[p["label"]] for p in answer]
     predictor.stop()
 
     # an operator's explicit threshold wins over the model's, the other threshold stays the model's
@@ -219,6 +222,21 @@ def test_decisions_follow_model_thresholds_and_operator_overrides(tiny_model_dir
     answer = client.post("/v1/models/strict:predict", json={"instances": TEXTS}).json()["predictions"]
     assert {p["decision"] for p in answer} == {"block"}
     assert predictor.decision == DecisionConfig(block_threshold=0.0, review_threshold=1.0)
+    predictor.stop()
+
+
+def test_labels_follow_the_decision_costs_of_model_and_operator(tiny_model_dir: Path) -> None:
+    """Critical-error costs change the served label exactly as the shared rule says (no argmax in serving)."""
+    costs = ["serving.decision.false_alarm_cost=1000", "serving.decision.missed_threat_cost=1000"]
+    predictor, client = make_client(tiny_model_dir, name="costly", overrides=costs)
+    proba = predictor.model.predict_proba(TEXTS)
+    expected = assign_labels(proba, predictor.model.roles, predictor.decision)
+    assert predictor.decision.false_alarm_cost == predictor.decision.missed_threat_cost == 1000
+    answer = client.post("/v1/models/costly:predict", json={"instances": TEXTS}).json()["predictions"]
+    assert [p["label_id"] for p in answer] == expected.tolist()
+    # torn between benign and malicious, the rule answers "suspicious" where argmax would not
+    assert expected.tolist() != proba.argmax(axis=1).tolist()
+    assert all(p["label"] == "suspicious" for p, a in zip(answer, proba.argmax(axis=1), strict=True) if a == 0)
     predictor.stop()
 
 

@@ -132,7 +132,7 @@ def test_limits_validate_and_bound_the_body_size() -> None:
 
 def test_v1_and_v2_formats_carry_label_scores_and_decision() -> None:
     proba = np.array([[0.1, 0.2, 0.7], [0.8, 0.15, 0.05]], dtype=np.float32)
-    preds = build_predictions(proba, NAMES, ["block", "allow"])
+    preds = build_predictions(proba, NAMES, [2, 0], ["block", "allow"])
     v1 = format_v1(preds, NAMES)["predictions"]
     assert [p["label"] for p in v1] == ["malicious", "benign"]
     assert [p["label_id"] for p in v1] == [2, 0]
@@ -147,7 +147,9 @@ def test_v1_and_v2_formats_carry_label_scores_and_decision() -> None:
     assert json.loads(specs["scores"]["parameters"]["labels"]) == NAMES
     assert specs["decision"]["data"] == ["block", "allow"]
     with pytest.raises(ValueError, match=r"shape \[n, 3\]"):
-        build_predictions(np.zeros((1, 2)), NAMES, ["allow"])
+        build_predictions(np.zeros((1, 2)), NAMES, [0], ["allow"])
+    with pytest.raises(ValueError, match="expected 2 label ids"):
+        build_predictions(proba, NAMES, [0], ["allow", "allow"])
 
 
 def test_operator_thresholds_override_only_the_fields_they_set() -> None:

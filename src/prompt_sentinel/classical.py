@@ -37,9 +37,10 @@ from sklearn.pipeline import Pipeline
 from prompt_sentinel import storage, tracking
 from prompt_sentinel.balance import balance_features, balanced_sample_weight, check_sampling_targets, class_counts
 from prompt_sentinel.config import CLASSICAL_MODELS, SentinelConfig
+from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
-from prompt_sentinel.metrics import custom_scorer, macro_f1, security_score
+from prompt_sentinel.metrics import custom_score, macro_f1, security_score
 from prompt_sentinel.modeling import ModelDescriptor
 from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
 from prompt_sentinel.text import normalize_text
@@ -385,6 +386,8 @@ class SearchResult:
     table: pd.DataFrame
     folds: list[dict[str, Any]]
     seconds: float
+    # the winner's critical-error costs, tuned on its out-of-fold probabilities (None: tuning disabled)
+    decision_tuning: CostTuning | None = None
 
 
 def _fit(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
@@ -409,13 +412,21 @@ def run_search(
     params_list: list[dict[str, Any]],
     progress: bool = False,
 ) -> SearchResult:
-    """Stratified k-fold search; per fold: fit featurizer, balance the training part only, fit candidates."""
+    """Stratified k-fold search; per fold: fit featurizer, balance the training part only, fit candidates.
+
+    Every candidate is scored by the custom score of its argmax labels per fold. With
+    ``training.decision_tuning.enabled`` its out-of-fold probabilities (each row predicted by the fold model
+    that did not see it) also tune the critical-error costs, and candidates are ranked by the custom score
+    under their tuned rule — the score the saved model will have in use.
+    """
     started = time.perf_counter()
     folds = cfg.training.search.cv_folds
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
-    scorer = custom_scorer(cfg.labels.roles, cfg.labels.num_classes)
+    roles = cfg.labels.roles
     n_classes = cfg.labels.num_classes
+    tuning_cfg = cfg.training.decision_tuning
     text_arr = np.asarray(texts, dtype=object)
+    oof = np.zeros((len(params_list), len(y), n_classes))
     scores = np.zeros((len(params_list), folds))
     f1s = np.zeros((len(params_list), folds))
     fit_times = np.zeros((len(params_list), folds))
@@ -449,8 +460,10 @@ def run_search(
                 t0 = time.perf_counter()
                 _fit(estimator, X_bal, y_bal, weights)
                 fit_times[i, k] = time.perf_counter() - t0
-                scores[i, k] = scorer(estimator, X_hold, y[val_idx])
-                f1s[i, k] = macro_f1(y[val_idx], estimator.predict(X_hold), n_classes)
+                proba = _class_probabilities(estimator, X_hold, n_classes)
+                oof[i, val_idx] = proba
+                scores[i, k] = custom_score(y[val_idx], proba.argmax(axis=1), roles, n_classes)
+                f1s[i, k] = macro_f1(y[val_idx], proba.argmax(axis=1), n_classes)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(best=f"{scores[: i + 1, : k + 1].mean(axis=1).max():.3f}")
@@ -459,8 +472,19 @@ def run_search(
             bar.close()
 
     mean, std = scores.mean(axis=1), scores.std(axis=1)
-    # Highest mean custom score; ties go to the more stable (lower std) candidate, then the earlier one.
-    order = sorted(range(len(params_list)), key=lambda i: (-round(mean[i], 10), round(std[i], 10), i))
+    tunings = [
+        tune_costs(y, oof[i], roles, tuning_cfg.cost_grid, source=f"{folds}-fold out-of-fold")
+        if tuning_cfg.enabled
+        else None
+        for i in range(len(params_list))
+    ]
+    decision_scores = np.array([t.custom_score if t else mean[i] for i, t in enumerate(tunings)])
+    # Highest score under the tuned rule, then highest mean argmax score; ties go to the more stable (lower
+    # std) candidate, then the earlier one.
+    order = sorted(
+        range(len(params_list)),
+        key=lambda i: (-round(decision_scores[i], 10), -round(mean[i], 10), round(std[i], 10), i),
+    )
     ranks = np.empty(len(params_list), dtype=int)
     ranks[order] = np.arange(1, len(params_list) + 1)
     rows = []
@@ -472,6 +496,9 @@ def run_search(
             {
                 "mean_custom_score": mean[i],
                 "std_custom_score": std[i],
+                "decision_custom_score": decision_scores[i],
+                "false_alarm_cost": tunings[i].false_alarm_cost if tunings[i] else 1.0,
+                "missed_threat_cost": tunings[i].missed_threat_cost if tunings[i] else 1.0,
                 "mean_macro_f1": f1s[i].mean(),
                 "mean_fit_seconds": fit_times[i].mean(),
                 "rank": int(ranks[i]),
@@ -487,7 +514,19 @@ def run_search(
         table=pd.DataFrame(rows),
         folds=fold_records,
         seconds=time.perf_counter() - started,
+        decision_tuning=tunings[best],
     )
+
+
+def _class_probabilities(estimator: Any, X: Any, n_classes: int) -> np.ndarray:
+    """``predict_proba`` with one column per class id 0..K-1, whatever subset the estimator saw."""
+    proba = estimator.predict_proba(X)
+    classes = np.asarray(estimator.classes_, dtype=np.int64)
+    if len(classes) == n_classes and (classes == np.arange(n_classes)).all():
+        return proba
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, classes] = proba
+    return full
 
 
 def _jsonable(value: Any) -> Any:
@@ -608,11 +647,21 @@ def train_classical(
         pipeline = Pipeline([("features", featurizer), ("model", estimator)])
         refit_seconds = time.perf_counter() - refit_started
 
+        decision = cfg.serving.decision
+        if search.decision_tuning is not None:
+            decision = search.decision_tuning.apply(decision)
+            log.info(
+                "decision costs tuned on out-of-fold predictions: false alarm %.1f, missed threat %.1f "
+                "(CV custom score %.4f with argmax, %.4f with the tuned rule)",
+                decision.false_alarm_cost,
+                decision.missed_threat_cost,
+                search.decision_tuning.argmax_custom_score,
+                search.decision_tuning.custom_score,
+            )
         val_metrics: dict[str, Any] = {}
         if val_df is not None:
-            proba = pipeline.predict_proba(val_texts)
-            y_pred = np.asarray(pipeline.classes_)[proba.argmax(axis=1)]
-            val_metrics = evaluate_predictions(y_val, y_pred, cfg)
+            proba = _class_probabilities(pipeline, val_texts, cfg.labels.num_classes)
+            val_metrics = evaluate_predictions(y_val, assign_labels(proba, cfg.labels.roles, decision), cfg)
         train_seconds = time.perf_counter() - started
 
         best_params = _jsonable(search.best_params)
@@ -653,6 +702,7 @@ def train_classical(
                 "best_cv_custom_score_std": search.best_std,
                 "folds": search.folds,
             },
+            "decision_tuning": search.decision_tuning.as_dict() if search.decision_tuning else None,
             "validation": val_metrics,
             "seed": cfg.seed,
             "git_commit": commit,
@@ -663,7 +713,7 @@ def train_classical(
             family="sklearn",
             model_type=model_name,
             labels=cfg.labels,
-            decision=cfg.serving.decision,
+            decision=decision,
             featurizer=kind,
             max_length=cfg.featurizer.embedding_max_length if kind != "tfidf" else None,
             params=best_params,
@@ -691,6 +741,11 @@ def train_classical(
                 {
                     "cv_custom_score": search.best_score,
                     "cv_custom_score_std": search.best_std,
+                    "cv_decision_custom_score": (
+                        search.decision_tuning.custom_score if search.decision_tuning else search.best_score
+                    ),
+                    "false_alarm_cost": decision.false_alarm_cost,
+                    "missed_threat_cost": decision.missed_threat_cost,
                     "train_seconds": train_seconds,
                 }
             )

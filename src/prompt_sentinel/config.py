@@ -167,9 +167,30 @@ CLASSICAL_MODELS = ("logreg", "linear_svm", "random_forest", "hist_gb", "complem
 ALL_MODELS = (*CLASSICAL_MODELS, "transformer")
 
 
+class DecisionTuningConfig(_Section):
+    """Tuning of the critical-error costs (``DecisionConfig``) on held-out predictions at training time."""
+
+    enabled: bool = Field(True, description="Tune on out-of-fold (classical) or validation (transformer) predictions.")
+    cost_grid: list[float] = Field(
+        default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0],
+        description="Values tried for both false_alarm_cost and missed_threat_cost (each >= 1).",
+    )
+
+    @field_validator("cost_grid")
+    @classmethod
+    def _grid_valid(cls, grid: list[float]) -> list[float]:
+        if not grid:
+            raise ValueError("at least one cost is required")
+        bad = [c for c in grid if not c >= 1]
+        if bad:
+            raise ValueError(f"costs must be >= 1 (1 = as costly as any other mistake); got {bad}")
+        return sorted(set(grid))
+
+
 class TrainingConfig(_Section):
     models: list[str] = Field(default_factory=lambda: ["logreg", "linear_svm", "complement_nb"])
     search: SearchConfig = Field(default_factory=SearchConfig)
+    decision_tuning: DecisionTuningConfig = Field(default_factory=DecisionTuningConfig)
     param_grids: dict[str, dict[str, list[Any]]] = Field(
         default_factory=dict, description="Per-model search space overriding the built-in one."
     )
@@ -281,10 +302,25 @@ class MlflowConfig(_Section):
 
 
 class DecisionConfig(_Section):
-    """Score thresholds turning class probabilities into allow / review / block."""
+    """How class probabilities become a label and an allow / review / block decision.
 
-    block_threshold: float = Field(0.5, ge=0, le=1, description="P(malicious) at or above which to block.")
-    review_threshold: float = Field(0.5, ge=0, le=1, description="P(non-benign) at or above which to review.")
+    The label is the class of least expected cost (:mod:`prompt_sentinel.decision`): every mistake costs 1
+    except the two critical ones, so with both costs at 1 the label is the most probable class. Training
+    tunes the costs on held-out predictions and stores them with the model; operators may override them.
+    """
+
+    block_threshold: float = Field(
+        0.5, ge=0, le=1, description="P(malicious) at or above which to block (a malicious label always blocks)."
+    )
+    review_threshold: float = Field(
+        0.5, ge=0, le=1, description="P(non-benign) at or above which to review (a non-benign label always reviews)."
+    )
+    false_alarm_cost: float = Field(
+        1.0, ge=1, description="Cost of labelling a benign prompt malicious, relative to 1 for other mistakes."
+    )
+    missed_threat_cost: float = Field(
+        1.0, ge=1, description="Cost of labelling a malicious prompt benign, relative to 1 for other mistakes."
+    )
 
 
 class ServingConfig(_Section):

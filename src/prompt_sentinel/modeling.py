@@ -26,13 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import verify_manifest
 from prompt_sentinel.config import DecisionConfig, LabelConfig, LabelRoles
+from prompt_sentinel.decision import Decision, assign_labels, decide
 from prompt_sentinel.errors import ModelFormatError
 from prompt_sentinel.text import normalize_text
 
 DESCRIPTOR_NAME = "sentinel_model.json"
 SKOPS_FILE = "model.skops"
 ModelFamily = Literal["sklearn", "transformer"]
-Decision = Literal["allow", "review", "block"]
 
 
 class ModelDescriptor(BaseModel):
@@ -69,19 +69,6 @@ def read_descriptor(directory: str | Path) -> ModelDescriptor:
         raise ModelFormatError(f"{path}: invalid model descriptor: {exc}") from exc
 
 
-def decide(proba: np.ndarray, roles: LabelRoles, decision: DecisionConfig) -> list[Decision]:
-    """Map class probabilities to allow / review / block with the artifact's thresholds."""
-    out: list[Decision] = []
-    for row in np.atleast_2d(proba):
-        if roles.malicious is not None and row[roles.malicious] >= decision.block_threshold:
-            out.append("block")
-        elif roles.benign is not None and 1.0 - row[roles.benign] >= decision.review_threshold:
-            out.append("review")
-        else:
-            out.append("allow")
-    return out
-
-
 class SentinelModel(ABC):
     """A loaded, verified model. Subclasses implement :meth:`_predict_proba` on normalized texts."""
 
@@ -109,7 +96,11 @@ class SentinelModel(ABC):
         return np.asarray(self._predict_proba(normalized, batch_size=batch_size), dtype=np.float32)
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        return self.predict_proba(texts, batch_size=batch_size).argmax(axis=1)
+        """Label ids under the artifact's decision rule (least expected cost, :mod:`prompt_sentinel.decision`)."""
+        return self.labels_for(self.predict_proba(texts, batch_size=batch_size))
+
+    def labels_for(self, proba: np.ndarray) -> np.ndarray:
+        return assign_labels(proba, self.roles, self.descriptor.decision)
 
     def decide(self, proba: np.ndarray) -> list[Decision]:
         return decide(proba, self.roles, self.descriptor.decision)

@@ -201,8 +201,7 @@ def training_summary(model_dir: Path) -> dict[str, Any]:
 # --- per-sample outputs -----------------------------------------------------------------------------------
 
 
-def predictions_frame(frame: pd.DataFrame, proba: np.ndarray, labels: LabelConfig) -> pd.DataFrame:
-    pred = proba.argmax(axis=1)
+def predictions_frame(frame: pd.DataFrame, proba: np.ndarray, pred: np.ndarray, labels: LabelConfig) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "id": frame["id"].to_numpy(),
@@ -218,8 +217,9 @@ def predictions_frame(frame: pd.DataFrame, proba: np.ndarray, labels: LabelConfi
     return out
 
 
-def confident_mistakes(frame: pd.DataFrame, proba: np.ndarray, labels: LabelConfig) -> list[dict[str, Any]]:
-    pred = proba.argmax(axis=1)
+def confident_mistakes(
+    frame: pd.DataFrame, proba: np.ndarray, pred: np.ndarray, labels: LabelConfig
+) -> list[dict[str, Any]]:
     wrong = np.flatnonzero(pred != frame["label"].to_numpy())
     conf = proba.max(axis=1)
     order = wrong[np.lexsort((wrong, -conf[wrong]))][:TOP_MISTAKES]
@@ -282,14 +282,17 @@ def evaluate_loaded_model(
     frame = load_evaluation_frame(data, mcfg, "evaluation data")
     data_uri = data_uri or (None if isinstance(data, pd.DataFrame) else str(data))
     proba = model.predict_proba(frame["text"].tolist())
+    pred = model.labels_for(proba)
     y = frame["label"].to_numpy()
-    metrics = compute_metrics(y, proba, labels, cfg.evaluation, cfg.seed)
+    metrics = compute_metrics(y, proba, labels, cfg.evaluation, cfg.seed, y_pred=pred)
 
     external = None
     if blind is not None:
         bframe = load_evaluation_frame(blind, mcfg, "blind data")
         bproba = model.predict_proba(bframe["text"].tolist())
-        external = compute_metrics(bframe["label"].to_numpy(), bproba, labels, cfg.evaluation, cfg.seed)
+        external = compute_metrics(
+            bframe["label"].to_numpy(), bproba, labels, cfg.evaluation, cfg.seed, y_pred=model.labels_for(bproba)
+        )
         external["dataset"] = {
             "uri": blind_uri or (None if isinstance(blind, pd.DataFrame) else str(blind)),
             "n": len(bframe),
@@ -316,6 +319,7 @@ def evaluate_loaded_model(
         "model_type": model.descriptor.model_type,
         "labels": labels.names,
         "roles": labels.roles.as_dict(),
+        "decision": model.descriptor.decision.model_dump(),
         "evaluated_at": datetime.now(timezone.utc).isoformat(),
         "dataset": {
             "uri": data_uri,
@@ -343,9 +347,9 @@ def evaluate_loaded_model(
         "robustness": rob,
         "efficiency": eff,
         "curves": {"pr": pr_curves(y, proba, labels)},
-        "confident_mistakes": confident_mistakes(frame, proba, labels),
+        "confident_mistakes": confident_mistakes(frame, proba, pred, labels),
     }
-    return evaluation, predictions_frame(frame, proba, labels)
+    return evaluation, predictions_frame(frame, proba, pred, labels)
 
 
 def write_evaluation(evaluation: dict[str, Any], predictions: pd.DataFrame, out_dir: str | Path) -> str:

@@ -272,11 +272,15 @@ def compute_metrics(
     cfg: EvaluationConfig,
     seed: int,
     bootstrap: bool = True,
+    y_pred: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The full metric suite for one labelled set.
 
-    ``y_true``: class ids (0..K-1); ``proba``: (n, K) class probabilities. Returns a JSON-ready dict: flat
-    headline keys (``custom_score``, ``f1_macro``, ``recall_c2`` …) plus nested detail (``per_class``,
+    ``y_true``: class ids (0..K-1); ``proba``: (n, K) class probabilities; ``y_pred``: the labels the model's
+    decision rule gives (:meth:`SentinelModel.labels_for`), argmax of ``proba`` when omitted. Ranking metrics
+    (ROC/PR-AUC, the false-alarm budget, calibration) use ``proba``; everything else uses ``y_pred``.
+    Returns a JSON-ready dict: flat headline keys (``custom_score``, ``f1_macro``, ``recall_c2`` …) plus
+    nested detail (``per_class``,
     ``confusion_matrix``, ``calibration``, ``false_alarm_budget``, ``confidence_intervals``).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -289,7 +293,9 @@ def compute_metrics(
     if y_true.min() < 0 or y_true.max() >= k:
         raise DataError(f"labels must be class ids 0..{k - 1}; got values outside that range")
 
-    y_pred = proba.argmax(axis=1)
+    y_pred = proba.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"y_pred has shape {y_pred.shape}, expected ({len(y_true)},)")
     cm = confusion_matrix(y_true, y_pred, k)
     pc = per_class_from_confusion(cm)
     present = pc["support"] > 0

@@ -44,7 +44,7 @@ class SentinelPyfuncModel(mlflow.pyfunc.PythonModel):
         texts = _texts(model_input)
         proba = self._model.predict_proba(texts)
         labels = self._model.labels
-        ids = proba.argmax(axis=1) if len(texts) else []
+        ids = self._model.labels_for(proba) if len(texts) else []
         frame = pd.DataFrame(
             {
                 "label": [labels[int(i)] for i in ids],

@@ -44,6 +44,7 @@ from sklearn.metrics import confusion_matrix
 from prompt_sentinel import storage, tracking
 from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
 from prompt_sentinel.config import SentinelConfig
+from prompt_sentinel.decision import tune_costs
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import macro_f1, score_from_confusion
 from prompt_sentinel.modeling import ModelDescriptor
@@ -281,10 +282,16 @@ def _frame_sha256(texts: list[str], labels: np.ndarray) -> str:
 def _evaluate(
     model, dataset: _Encoded, collate: _Collator, cfg: SentinelConfig, device: torch.device, dtype
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Validation metrics (custom score first) and the confusion matrix."""
+    """Validation metrics (custom score first) and the argmax confusion matrix (what the controller watches).
+
+    With ``training.decision_tuning.enabled`` the critical-error costs are tuned on these validation
+    probabilities (:func:`prompt_sentinel.decision.tune_costs`): ``decision_custom_score`` is the score under
+    the tuned rule, and the costs are what the artifact stores if this evaluation is the best one.
+    """
     n = cfg.labels.num_classes
     lengths = [len(ids) for ids in dataset.encoded["input_ids"]]
     preds = np.zeros(len(dataset), dtype=np.int64)
+    proba = np.zeros((len(dataset), n), dtype=np.float64)
     loss_sum = 0.0
     model.eval()
     with torch.inference_mode():
@@ -296,6 +303,7 @@ def _evaluate(
                 logits = model(**batch).logits.float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             preds[idx] = logits.argmax(dim=-1).cpu().numpy()
+            proba[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
     model.train()
     cm = confusion_matrix(dataset.labels, preds, labels=list(range(n)))
     score = score_from_confusion(cm, cfg.labels.roles)
@@ -306,6 +314,16 @@ def _evaluate(
         "val_loss": loss_sum / len(dataset),
         "accuracy": float((preds == dataset.labels).mean()),
     }
+    tuning_cfg = cfg.training.decision_tuning
+    if tuning_cfg.enabled:
+        tuned = tune_costs(dataset.labels, proba, cfg.labels.roles, tuning_cfg.cost_grid, source="validation")
+        metrics.update(
+            decision_custom_score=tuned.custom_score,
+            false_alarm_cost=tuned.false_alarm_cost,
+            missed_threat_cost=tuned.missed_threat_cost,
+        )
+    else:
+        metrics.update(decision_custom_score=score.custom_score, false_alarm_cost=1.0, missed_threat_cost=1.0)
     return metrics, cm
 
 
@@ -529,9 +547,10 @@ class _Session:
         if actions:
             self._alpha_tensor = self._alpha()
             log.info("controller raised class weights: %s -> alpha %s", actions, self.controller.alpha)
-        if metrics["custom_score"] > state["best_score"]:
+        # The score the artifact will have in use: under its tuned decision rule (argmax when tuning is off).
+        if metrics["decision_custom_score"] > state["best_score"]:
             state.update(
-                best_score=metrics["custom_score"],
+                best_score=metrics["decision_custom_score"],
                 best_step=state["global_step"],
                 best_epoch=entry["epoch"],
                 best_metrics={k: v for k, v in entry.items() if k != "alpha"},
@@ -550,15 +569,16 @@ class _Session:
                 )
         _log_eval_metrics(self._run, entry)
         log.info(
-            "eval at step %d (epoch %.2f): custom score %.4f, macro F1 %.4f, val loss %.4f, alpha %s",
+            "eval at step %d (epoch %.2f): custom score %.4f (tuned rule %.4f), macro F1 %.4f, val loss %.4f, alpha %s",
             entry["step"],
             entry["epoch"],
             metrics["custom_score"],
+            metrics["decision_custom_score"],
             metrics["macro_f1"],
             metrics["val_loss"],
             self.controller.alpha,
         )
-        self._postfix["score"] = f"{metrics['custom_score']:.4f}"
+        self._postfix["score"] = f"{metrics['decision_custom_score']:.4f}"
         if self._bar is not None:
             self._bar.set_postfix(self._postfix)
 
@@ -846,11 +866,18 @@ def _write_artifact(session: _Session, cfg: SentinelConfig, training: dict[str, 
         "alpha_trajectory.json": session.controller.trajectory,
         "training.json": training,
     }
+    best = session.state.get("best_metrics") or {}
+    decision = cfg.serving.decision.model_copy(
+        update={
+            "false_alarm_cost": float(best.get("false_alarm_cost", 1.0)),
+            "missed_threat_cost": float(best.get("missed_threat_cost", 1.0)),
+        }
+    )
     descriptor = ModelDescriptor(
         family="transformer",
         model_type="transformer",
         labels=cfg.labels,
-        decision=cfg.serving.decision,
+        decision=decision,
         max_length=plan.max_length,
         params={"base_model": plan.ref, "loss": tcfg.loss, "final_alpha": list(session.controller.alpha)},
     )
