@@ -90,6 +90,7 @@ def test_report_embeds_decodable_images(evaluations: list[dict], tmp_path: Path)
     for section in ("Adversarial robustness", "Most confident mistakes", "False-alarm probe", "model comparison"):
         assert section in html
     assert "base64" in html and "homoglyphs" in html  # robustness table rows
+    assert "least expected cost; false alarm cost" in html  # the decision rule the labels came from
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
 
 

@@ -167,6 +167,7 @@ def test_push_writes_layout_metadata_card_and_resolves_verified_copy(
 
     card = registry.get_model_card("sentinel/v1")
     assert "## Intended use" in card and "## Limitations" in card and "## Robustness" in card
+    assert "## Decision rule" in card and "| missed_threat_cost | `1.0` |" in card  # from the model's descriptor
     assert "| custom_score | 0.8100 [0.7400, 0.8800] |" in card  # test-set metric with its bootstrap CI
     assert "## Blind set" in card and "| custom_score_external | 0.7000 |" in card
     assert "| mean_detection_rate | 0.9300 |" in card and "| latency_p95_ms | 1.5000 |" in card

@@ -263,6 +263,10 @@ img{max-width:100%;margin:0.3em}section{border-top:2px solid #ddd;margin-top:2em
 <tr><td>recall_c2 at false-alarm budget {{ fmt(m.ev.metrics.false_alarm_budget.budget) }}</td>
 <td>{{ fmt(m.ev.recall_c2_at_budget) }} (threshold {{ fmt(m.ev.threshold_at_budget) }})</td><td></td><td></td></tr>
 <tr><td>ECE</td><td>{{ fmt(m.ev.ece) }}</td><td></td><td></td></tr>
+{% if m.ev.decision %}<tr><td>decision rule</td><td colspan="3">least expected cost; false alarm cost
+{{ m.ev.decision.false_alarm_cost }}, missed threat cost {{ m.ev.decision.missed_threat_cost }};
+block at P(malicious) &ge; {{ m.ev.decision.block_threshold }}, review at P(non-benign) &ge;
+{{ m.ev.decision.review_threshold }}</td></tr>{% endif %}
 </table>
 {% for title, uri in m.charts %}<img alt="{{ title }}" src="{{ uri }}">{% endfor %}
 {% if m.ev.efficiency %}<h3>Efficiency (CPU, in-process)</h3><table>

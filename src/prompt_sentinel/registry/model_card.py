@@ -202,6 +202,20 @@ def render_model_card(metadata: Mapping[str, Any], limitations: Iterable[str] = 
     names = labels.get("names") or []
     roles = {labels.get(r): r for r in ("benign", "suspicious", "malicious") if labels.get(r)}
     lines += _table([(f"{i}: {n}", roles.get(n, "—")) for i, n in enumerate(names)], ("class", "security role"))
+    decision = metadata.get("decision") or {}
+    if decision:
+        lines += ["", "## Decision rule", ""]
+        lines += [
+            "The label is the class of least expected cost: every mistake costs 1 except labelling a benign prompt "
+            "malicious (false alarm) and a malicious prompt benign (missed threat). A malicious label blocks, any "
+            "other non-benign label goes to review; the thresholds can only make that stricter. Operators can "
+            "override every value with `serving.decision.*`.",
+            "",
+        ]
+        lines += _table(
+            [(str(k), f"`{v}`") for k, v in decision.items()],
+            ("setting", "value"),
+        )
     lines += ["", "## Data sources", ""]
     datasets = metadata.get("datasets") or {}
     if datasets:
