@@ -48,12 +48,13 @@ def app_client(tiny_model_dir: Path) -> Iterator[TestClient]:
 def test_v1_and_v2_clients_agree_with_in_process_prediction(app_client: TestClient, tiny_model_dir: Path) -> None:
     model = load_model(tiny_model_dir)
     proba = model.predict_proba(TEXTS)
-    expected = [model.labels[i] for i in proba.argmax(axis=1)]
+    label_ids = model.labels_for(proba)
+    expected = [model.labels[i] for i in label_ids]
     for protocol in ("v1", "v2"):
         predictions = classify(IN_PROCESS_URL, TEXTS, protocol=protocol, model_name="tiny", client=app_client)
         assert [p.text for p in predictions] == TEXTS
         assert [p.label for p in predictions] == expected
-        assert [p.label_id for p in predictions] == proba.argmax(axis=1).tolist()
+        assert [p.label_id for p in predictions] == label_ids.tolist()
         assert [p.decision for p in predictions] == model.decide(proba)
         assert list(predictions[0].scores) == model.labels
         assert predictions[0].scores[expected[0]] == pytest.approx(float(proba[0].max()), abs=1e-5)

@@ -81,14 +81,15 @@ def test_v1_and_v2_match_in_process_prediction(served, tiny_model_dir: Path) -> 
     _, client = served
     model = load_model(tiny_model_dir)
     proba = model.predict_proba(TEXTS)
-    expected_labels = [model.labels[i] for i in proba.argmax(axis=1)]
+    label_ids = model.labels_for(proba).tolist()
+    expected_labels = [model.labels[i] for i in label_ids]
     expected_decisions = model.decide(proba)
 
     v1 = client.post("/v1/models/m:predict", json={"instances": [TEXTS[0], {"text": TEXTS[1]}, TEXTS[2]]})
     assert v1.status_code == 200, v1.text
     predictions = v1.json()["predictions"]
     assert [p["label"] for p in predictions] == expected_labels
-    assert [p["label_id"] for p in predictions] == proba.argmax(axis=1).tolist()
+    assert [p["label_id"] for p in predictions] == label_ids
     assert [p["decision"] for p in predictions] == expected_decisions
     assert np.allclose([[p["scores"][n] for n in model.labels] for p in predictions], proba, atol=1e-6)
 
@@ -98,7 +99,7 @@ def test_v1_and_v2_match_in_process_prediction(served, tiny_model_dir: Path) -> 
     assert body["id"] == "req-1" and body["model_name"] == "m"
     outputs = {o["name"]: o for o in body["outputs"]}
     assert outputs["label"]["data"] == expected_labels and outputs["label"]["datatype"] == "BYTES"
-    assert outputs["label_id"]["data"] == proba.argmax(axis=1).tolist()
+    assert outputs["label_id"]["data"] == label_ids
     assert outputs["label_id"]["datatype"] == "INT64"
     assert outputs["scores"]["datatype"] == "FP32" and outputs["scores"]["shape"] == [3, 3]
     assert np.allclose(np.reshape(outputs["scores"]["data"], (3, 3)), proba, atol=1e-6)

@@ -35,7 +35,8 @@ def assert_round_trip(url: str, name: str, model_dir: Path) -> None:
     """V1 and V2 answers equal in-process prediction of the same artifact (labels, ids, scores, decisions)."""
     model = load_model(model_dir)
     proba = model.predict_proba(TEXTS)
-    labels = [model.labels[i] for i in proba.argmax(axis=1)]
+    label_ids = model.labels_for(proba)
+    labels = [model.labels[i] for i in label_ids]
     decisions = model.decide(proba)
     with httpx.Client(timeout=60) as client:
         v1 = client.post(f"{url}/v1/models/{name}:predict", json={"instances": TEXTS})
@@ -49,7 +50,7 @@ def assert_round_trip(url: str, name: str, model_dir: Path) -> None:
         assert v2.status_code == 200, v2.text
         outputs = {o["name"]: o for o in v2.json()["outputs"]}
         assert outputs["label"]["data"] == labels
-        assert outputs["label_id"]["data"] == proba.argmax(axis=1).tolist()
+        assert outputs["label_id"]["data"] == label_ids.tolist()
         assert np.allclose(np.reshape(outputs["scores"]["data"], proba.shape), proba, atol=1e-5)
 
 

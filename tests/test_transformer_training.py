@@ -20,7 +20,7 @@ from prompt_sentinel import storage
 from prompt_sentinel.checksums import verify_manifest
 from prompt_sentinel.config import SentinelConfig, load_config
 from prompt_sentinel.errors import TrainingError
-from prompt_sentinel.metrics import score_from_confusion
+from prompt_sentinel.metrics import custom_score, score_from_confusion
 from prompt_sentinel.modeling import load_model, read_descriptor
 from prompt_sentinel.transformer.checkpoints import LATEST_POINTER, STATE_FILE, resolve_checkpoint, work_dir_for
 from prompt_sentinel.transformer.trainer import TransformerTrainResult, result_summary, train_transformer
@@ -145,7 +145,12 @@ def test_minilm_fine_tunes_and_reloads_to_identical_predictions(frames, tmp_path
     assert hf_config["label2id"] == {"benign": 0, "suspicious": 1, "malicious": 2}
     descriptor = read_descriptor(out)
     assert (descriptor.family, descriptor.model_type, descriptor.max_length) == ("transformer", "transformer", 64)
-    assert descriptor.labels == cfg.labels and descriptor.decision == cfg.serving.decision
+    assert descriptor.labels == cfg.labels
+    # the thresholds come from the config, the critical-error costs from tuning at the best evaluation
+    best = result.best_metrics
+    assert descriptor.decision == cfg.serving.decision.model_copy(
+        update={"false_alarm_cost": best["false_alarm_cost"], "missed_threat_cost": best["missed_threat_cost"]}
+    )
     training = json.loads((out / "training.json").read_text())
     assert training["best_step"] == result.best_step and training["final_alpha"] == result.final_alpha
     assert training["samples_per_second"] > 0 and training["device"] == "cpu" and training["precision"] == "fp32"
@@ -156,8 +161,12 @@ def test_minilm_fine_tunes_and_reloads_to_identical_predictions(frames, tmp_path
     proba = model.predict_proba(val_df["text"].tolist(), batch_size=7)
     cm = np.zeros((3, 3), dtype=int)
     np.add.at(cm, (val_df["label"].to_numpy(), proba.argmax(axis=1)), 1)
-    assert cm.tolist() == result.best_metrics["confusion_matrix"]
-    assert score_from_confusion(cm, cfg.labels.roles).custom_score == pytest.approx(result.best_score)
+    assert cm.tolist() == result.best_metrics["confusion_matrix"]  # the argmax view the controller watched
+    assert score_from_confusion(cm, cfg.labels.roles).custom_score == pytest.approx(best["custom_score"])
+    # the best checkpoint was chosen on the score under the stored rule, which the loaded model reproduces
+    rule_score = custom_score(val_df["label"], model.labels_for(proba), cfg.labels.roles, 3)
+    assert rule_score == pytest.approx(result.best_score) == pytest.approx(best["decision_custom_score"])
+    assert best["decision_custom_score"] >= best["custom_score"]
     np.testing.assert_array_equal(load_model(out).predict_proba(val_df["text"].tolist(), batch_size=7), proba)
 
 
