@@ -111,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.configure_logging:
         kserve.logging.configure_logging(args.log_config_file)
     logging.getLogger("prompt_sentinel").setLevel(logging.INFO)
+    if not args.enable_latency_logging:
+        # KServe's TimingMiddleware writes every request's timings to its trace logger at INFO whatever this
+        # flag says; with the flag off, per-request latency lines are exactly what the operator turned off.
+        logging.getLogger(kserve.logging.KSERVE_TRACE_LOGGER_NAME).setLevel(logging.WARNING)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

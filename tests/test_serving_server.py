@@ -134,3 +134,22 @@ def test_transformer_round_trip_over_http(tmp_path_factory: pytest.TempPathFacto
     model_dir = build_minilm_demo_model(tmp_path_factory.mktemp("minilm") / "model")
     with running_server(str(model_dir), "minilm", timeout=300) as url:
         assert_round_trip(url, "minilm", model_dir)
+
+
+@pytest.mark.slow  # starts its own server (~10 s)
+def test_latency_logging_flag_silences_kserve_per_request_timings(tiny_model_dir: Path) -> None:
+    from serving.local import start_local_server
+
+    server = start_local_server(
+        str(tiny_model_dir), model_name="quiet", extra_args=["--enable_latency_logging", "false"]
+    )
+    try:
+        server.wait_ready(timeout=180)
+        for _ in range(3):
+            httpx.post(f"{server.url}/v1/models/quiet:predict", json={"instances": TEXTS}).raise_for_status()
+    finally:
+        server.stop()
+        logs = server.logs()
+        server.log_path.unlink(missing_ok=True)
+    assert logs.count("POST /v1/models/quiet%3Apredict") == 3  # the access log stays
+    assert "kserve.io.v1.models.quiet:predict" not in logs  # KServe's two timing lines per request are gone
