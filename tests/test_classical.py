@@ -132,8 +132,30 @@ def test_saved_model_loads_with_skops_and_predicts_identically(logreg_model, dem
         tuning["missed_threat_cost"],
     )
     assert tuning["custom_score"] >= tuning["argmax_custom_score"]
-    cv = pd.read_csv(out / "cv_results.csv")
-    assert cv.loc[cv["rank"] == 1, "decision_custom_score"].iloc[0] == pytest.approx(tuning["custom_score"])
+    # with validation data the costs are tuned on the refit model's validation predictions ('auto')
+    assert tuning["source"] == "validation" and tuning["rows"] == len(val)
+    assert tuning["custom_score"] == pytest.approx(result.val_metrics["custom_score"])
+
+
+def test_out_of_fold_tuning_is_used_without_validation_data(demo_split, tmp_path):
+    train, _ = demo_split
+    result = train_classical("logreg", train, None, _cfg(), tmp_path / "oof", progress=False)
+    tuning = json.loads((tmp_path / "oof" / "training.json").read_text())["decision_tuning"]
+    assert tuning["source"] == "2-fold out-of-fold" and tuning["rows"] == len(train)
+    cv = pd.read_csv(tmp_path / "oof" / "cv_results.csv")
+    best = cv.loc[cv["rank"] == 1].iloc[0]
+    assert best["decision_custom_score"] == pytest.approx(tuning["custom_score"])
+    assert (best["false_alarm_cost"], best["missed_threat_cost"]) == (
+        tuning["false_alarm_cost"],
+        tuning["missed_threat_cost"],
+    )
+    decision = load_model(result.model_dir).descriptor.decision
+    assert decision.missed_threat_cost == tuning["missed_threat_cost"]
+    with pytest.raises(TrainingError, match="source='validation' needs validation data"):
+        train_classical(
+            "logreg", train, None, _cfg("training.decision_tuning.source=validation"), tmp_path / "x", progress=False
+        )
+    assert not (tmp_path / "x").exists()
 
 
 def test_tampered_model_file_is_refused(logreg_model, tmp_path):

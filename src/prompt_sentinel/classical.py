@@ -518,6 +518,23 @@ def run_search(
     )
 
 
+def _decision_tuning(
+    search: SearchResult, y_val: np.ndarray, val_proba: np.ndarray | None, cfg: SentinelConfig
+) -> CostTuning | None:
+    """The critical-error costs the artifact stores (None: tuning disabled, labels are argmax).
+
+    Validation predictions of the refit model are preferred (``source`` 'auto'/'validation'): fold models see
+    less data, are less sure of themselves, and on small data their out-of-fold predictions ask for costs too
+    aggressive for the model that is actually served.
+    """
+    tuning_cfg = cfg.training.decision_tuning
+    if not tuning_cfg.enabled:
+        return None
+    if tuning_cfg.source != "out_of_fold" and val_proba is not None and len(y_val):
+        return tune_costs(y_val, val_proba, cfg.labels.roles, tuning_cfg.cost_grid, source="validation")
+    return search.decision_tuning
+
+
 def _class_probabilities(estimator: Any, X: Any, n_classes: int) -> np.ndarray:
     """``predict_proba`` with one column per class id 0..K-1, whatever subset the estimator saw."""
     proba = estimator.predict_proba(X)
@@ -603,6 +620,11 @@ def train_classical(
     params_list = candidates(space, cfg)
     texts, y = _check_frame(train_df, "training data", cfg)
     check_training_data(y, cfg)
+    tuning_cfg = cfg.training.decision_tuning
+    if tuning_cfg.enabled and tuning_cfg.source == "validation" and val_df is None:
+        raise TrainingError(
+            "training.decision_tuning.source='validation' needs validation data; pass it or use source 'auto'"
+        )
     try:
         check_sampling_targets(y, cfg)
     except ConfigError as exc:
@@ -647,21 +669,22 @@ def train_classical(
         pipeline = Pipeline([("features", featurizer), ("model", estimator)])
         refit_seconds = time.perf_counter() - refit_started
 
-        decision = cfg.serving.decision
-        if search.decision_tuning is not None:
-            decision = search.decision_tuning.apply(decision)
+        val_proba = _class_probabilities(pipeline, val_texts, cfg.labels.num_classes) if val_df is not None else None
+        tuning = _decision_tuning(search, y_val, val_proba, cfg)
+        decision = tuning.apply(cfg.serving.decision) if tuning is not None else cfg.serving.decision
+        if tuning is not None:
             log.info(
-                "decision costs tuned on out-of-fold predictions: false alarm %.1f, missed threat %.1f "
-                "(CV custom score %.4f with argmax, %.4f with the tuned rule)",
+                "decision costs tuned on %s predictions: false alarm %.1f, missed threat %.1f "
+                "(custom score %.4f with argmax, %.4f with the tuned rule)",
+                tuning.source,
                 decision.false_alarm_cost,
                 decision.missed_threat_cost,
-                search.decision_tuning.argmax_custom_score,
-                search.decision_tuning.custom_score,
+                tuning.argmax_custom_score,
+                tuning.custom_score,
             )
         val_metrics: dict[str, Any] = {}
-        if val_df is not None:
-            proba = _class_probabilities(pipeline, val_texts, cfg.labels.num_classes)
-            val_metrics = evaluate_predictions(y_val, assign_labels(proba, cfg.labels.roles, decision), cfg)
+        if val_proba is not None:
+            val_metrics = evaluate_predictions(y_val, assign_labels(val_proba, cfg.labels.roles, decision), cfg)
         train_seconds = time.perf_counter() - started
 
         best_params = _jsonable(search.best_params)
@@ -702,7 +725,7 @@ def train_classical(
                 "best_cv_custom_score_std": search.best_std,
                 "folds": search.folds,
             },
-            "decision_tuning": search.decision_tuning.as_dict() if search.decision_tuning else None,
+            "decision_tuning": tuning.as_dict() if tuning else None,
             "validation": val_metrics,
             "seed": cfg.seed,
             "git_commit": commit,
@@ -744,6 +767,7 @@ def train_classical(
                     "cv_decision_custom_score": (
                         search.decision_tuning.custom_score if search.decision_tuning else search.best_score
                     ),
+                    "decision_tuning_custom_score": tuning.custom_score if tuning else search.best_score,
                     "false_alarm_cost": decision.false_alarm_cost,
                     "missed_threat_cost": decision.missed_threat_cost,
                     "train_seconds": train_seconds,

@@ -170,7 +170,13 @@ ALL_MODELS = (*CLASSICAL_MODELS, "transformer")
 class DecisionTuningConfig(_Section):
     """Tuning of the critical-error costs (``DecisionConfig``) on held-out predictions at training time."""
 
-    enabled: bool = Field(True, description="Tune on out-of-fold (classical) or validation (transformer) predictions.")
+    enabled: bool = Field(True, description="Tune the costs at training time (False: argmax labels).")
+    source: Literal["auto", "validation", "out_of_fold"] = Field(
+        "auto",
+        description="Classical models: 'validation' tunes on the refit model's predictions of the validation split "
+        "(the model that will be served), 'out_of_fold' on the CV fold models' predictions; 'auto' = validation "
+        "when a validation split is given. The transformer always uses its validation split.",
+    )
     cost_grid: list[float] = Field(
         default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0],
         description="Values tried for both false_alarm_cost and missed_threat_cost (each >= 1).",
