@@ -151,11 +151,14 @@ def test_out_of_fold_tuning_is_used_without_validation_data(demo_split, tmp_path
     )
     decision = load_model(result.model_dir).descriptor.decision
     assert decision.missed_threat_cost == tuning["missed_threat_cost"]
-    with pytest.raises(TrainingError, match="source='validation' needs validation data"):
-        train_classical(
-            "logreg", train, None, _cfg("training.decision_tuning.source=validation"), tmp_path / "x", progress=False
-        )
-    assert not (tmp_path / "x").exists()
+    _expect_training_error(
+        train,
+        None,
+        _cfg("training.decision_tuning.source=validation"),
+        tmp_path / "x",
+        "logreg",
+        "source='validation' needs validation data",
+    )
 
 
 def test_tampered_model_file_is_refused(logreg_model, tmp_path):
@@ -370,3 +373,13 @@ def test_mlflow_run_is_recorded_in_sqlite(demo_split, tmp_path):
     assert {"model/model.skops", "model/training.json", "model/checksums.json"} <= artifacts
     # artifacts went under the output directory, not the current working directory
     assert (tmp_path / "models" / "mlartifacts").is_dir()
+
+
+def test_probabilities_are_placed_by_class_id_when_the_estimator_saw_a_subset():
+    from prompt_sentinel.sklearn_artifact import probabilities_by_class_id
+
+    proba = np.array([[0.7, 0.3], [0.1, 0.9]])
+    placed = probabilities_by_class_id(proba, [0, 2], 3)
+    assert placed.tolist() == [[0.7, 0.0, 0.3], [0.1, 0.0, 0.9]]
+    full = np.array([[0.2, 0.3, 0.5]])
+    assert probabilities_by_class_id(full, np.array([0, 1, 2]), 3) is full  # already one column per class id

@@ -42,7 +42,7 @@ from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
 from prompt_sentinel.metrics import custom_score, macro_f1, security_score
 from prompt_sentinel.modeling import ModelDescriptor
-from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+from prompt_sentinel.sklearn_artifact import probabilities_by_class_id, save_sklearn_artifact
 from prompt_sentinel.text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -462,8 +462,9 @@ def run_search(
                 fit_times[i, k] = time.perf_counter() - t0
                 proba = _class_probabilities(estimator, X_hold, n_classes)
                 oof[i, val_idx] = proba
-                scores[i, k] = custom_score(y[val_idx], proba.argmax(axis=1), roles, n_classes)
-                f1s[i, k] = macro_f1(y[val_idx], proba.argmax(axis=1), n_classes)
+                pred = proba.argmax(axis=1)
+                scores[i, k] = custom_score(y[val_idx], pred, roles, n_classes)
+                f1s[i, k] = macro_f1(y[val_idx], pred, n_classes)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(best=f"{scores[: i + 1, : k + 1].mean(axis=1).max():.3f}")
@@ -536,14 +537,7 @@ def _decision_tuning(
 
 
 def _class_probabilities(estimator: Any, X: Any, n_classes: int) -> np.ndarray:
-    """``predict_proba`` with one column per class id 0..K-1, whatever subset the estimator saw."""
-    proba = estimator.predict_proba(X)
-    classes = np.asarray(estimator.classes_, dtype=np.int64)
-    if len(classes) == n_classes and (classes == np.arange(n_classes)).all():
-        return proba
-    full = np.zeros((proba.shape[0], n_classes))
-    full[:, classes] = proba
-    return full
+    return probabilities_by_class_id(estimator.predict_proba(X), estimator.classes_, n_classes)
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from prompt_sentinel.config import DecisionConfig, LabelRoles
-from prompt_sentinel.metrics import score_from_confusion
+from prompt_sentinel.metrics import confusion_matrix, score_from_confusion
 
 Decision = Literal["allow", "review", "block"]
 
@@ -93,10 +93,6 @@ class CostTuning:
         )
 
 
-def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
 def tune_costs(
     y_true: Sequence[int] | np.ndarray,
     proba: np.ndarray,
@@ -119,7 +115,7 @@ def tune_costs(
     if not grid or bad:
         raise ValueError(f"grid must hold costs >= 1; got {list(grid)}")
     n_classes = proba.shape[1]
-    argmax_score = score_from_confusion(_confusion(y, proba.argmax(axis=1), n_classes), roles).custom_score
+    argmax_score = score_from_confusion(confusion_matrix(y, proba.argmax(axis=1), n_classes), roles).custom_score
     if roles.benign is None or roles.malicious is None:
         return CostTuning(1.0, 1.0, argmax_score, argmax_score, len(y), source)
     best = (argmax_score, 1.0, 1.0)
@@ -127,7 +123,7 @@ def tune_costs(
     for false_alarm, missed in pairs:
         costs = cost_matrix(n_classes, roles, false_alarm, missed)
         pred = (proba @ costs).argmin(axis=1)
-        score = score_from_confusion(_confusion(y, pred, n_classes), roles).custom_score
+        score = score_from_confusion(confusion_matrix(y, pred, n_classes), roles).custom_score
         if score > best[0] + 1e-12:
             best = (score, float(false_alarm), float(missed))
     return CostTuning(best[1], best[2], best[0], argmax_score, len(y), source)

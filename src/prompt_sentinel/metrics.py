@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, make_scorer
+from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+from sklearn.metrics import f1_score, make_scorer
 
 from prompt_sentinel.config import LabelRoles
 
@@ -62,6 +63,14 @@ def _f1(cm: np.ndarray, k: int) -> float:
     return _safe_div(2 * p * r, p + r)
 
 
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Confusion matrix (rows = true class, columns = predicted) via one bincount; ids must be 0..n_classes-1."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    codes = y_true * n_classes + y_pred
+    return np.bincount(codes, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
 def score_from_confusion(cm: np.ndarray, roles: LabelRoles) -> SecurityScore:
     """Security score from a confusion matrix (rows = true class, columns = predicted class)."""
     cm = np.asarray(cm, dtype=float)
@@ -96,7 +105,7 @@ def score_from_confusion(cm: np.ndarray, roles: LabelRoles) -> SecurityScore:
 
 
 def security_score(y_true, y_pred, roles: LabelRoles, n_classes: int) -> SecurityScore:
-    cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(n_classes)))
+    cm = sklearn_confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(n_classes)))
     return score_from_confusion(cm, roles)
 
 

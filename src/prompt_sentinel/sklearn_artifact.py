@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,21 @@ class SklearnSentinelModel(SentinelModel):
                 for i in range(0, len(texts), max(batch_size, 1))
             ]
         proba = np.vstack(chunks)
-        # estimators trained on a subset of classes report fewer columns: place them by class id
-        classes = list(getattr(self.estimator, "classes_", range(proba.shape[1])))
-        full = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for col, cls in enumerate(classes):
-            full[:, int(cls)] = proba[:, col]
-        return full
+        classes = getattr(self.estimator, "classes_", range(proba.shape[1]))
+        return probabilities_by_class_id(proba, classes, len(self.labels))
+
+
+def probabilities_by_class_id(proba: np.ndarray, classes: Sequence[int], n_classes: int) -> np.ndarray:
+    """``predict_proba`` output with one column per class id 0..K-1.
+
+    An estimator fitted on a subset of the classes reports fewer columns, in the order of its ``classes_``.
+    """
+    classes = np.asarray(classes, dtype=np.int64)
+    if len(classes) == n_classes and (classes == np.arange(n_classes)).all():
+        return proba
+    full = np.zeros((proba.shape[0], n_classes), dtype=proba.dtype)
+    full[:, classes] = proba
+    return full
 
 
 def load_sklearn_model(path: str | Path, descriptor: ModelDescriptor) -> SklearnSentinelModel:

@@ -25,7 +25,7 @@ import numpy as np
 
 from prompt_sentinel.config import EvaluationConfig, LabelConfig, LabelRoles
 from prompt_sentinel.errors import DataError
-from prompt_sentinel.metrics import score_from_confusion
+from prompt_sentinel.metrics import confusion_matrix, score_from_confusion
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,6 @@ def _none_if_nan(value: float | None) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Confusion matrix (rows = true class, columns = predicted) via one bincount."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    codes = y_true * n_classes + y_pred
-    return np.bincount(codes, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def resampled_confusion_matrices(
@@ -280,8 +272,8 @@ def compute_metrics(
     decision rule gives (:meth:`SentinelModel.labels_for`), argmax of ``proba`` when omitted. Ranking metrics
     (ROC/PR-AUC, the false-alarm budget, calibration) use ``proba``; everything else uses ``y_pred``.
     Returns a JSON-ready dict: flat headline keys (``custom_score``, ``f1_macro``, ``recall_c2`` …) plus
-    nested detail (``per_class``,
-    ``confusion_matrix``, ``calibration``, ``false_alarm_budget``, ``confidence_intervals``).
+    nested detail (``per_class``, ``confusion_matrix``, ``calibration``, ``false_alarm_budget``,
+    ``confidence_intervals``).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba, dtype=float)

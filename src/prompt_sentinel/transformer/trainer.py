@@ -290,7 +290,6 @@ def _evaluate(
     """
     n = cfg.labels.num_classes
     lengths = [len(ids) for ids in dataset.encoded["input_ids"]]
-    preds = np.zeros(len(dataset), dtype=np.int64)
     proba = np.zeros((len(dataset), n), dtype=np.float64)
     loss_sum = 0.0
     model.eval()
@@ -302,9 +301,9 @@ def _evaluate(
             with _autocast(device, dtype):
                 logits = model(**batch).logits.float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            preds[idx] = logits.argmax(dim=-1).cpu().numpy()
             proba[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
     model.train()
+    preds = proba.argmax(axis=1)
     cm = confusion_matrix(dataset.labels, preds, labels=list(range(n)))
     score = score_from_confusion(cm, cfg.labels.roles)
     metrics = {
