@@ -36,6 +36,7 @@ from sklearn.pipeline import Pipeline
 
 from prompt_sentinel import storage, tracking
 from prompt_sentinel.balance import balance_features, balanced_sample_weight, check_sampling_targets, class_counts
+from prompt_sentinel.checksums import MANIFEST_NAME
 from prompt_sentinel.config import CLASSICAL_MODELS, SentinelConfig
 from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
@@ -578,13 +579,6 @@ def _versions() -> dict[str, str]:
     return {"scikit-learn": sklearn.__version__, "imbalanced-learn": imblearn.__version__, "skops": skops.__version__}
 
 
-def _default_tracking_dir(out_dir: str) -> Path:
-    if storage.is_gcs(out_dir):
-        # SQLite cannot live in a bucket; set mlflow.tracking_uri for shared tracking from pipeline steps.
-        return Path(tempfile.gettempdir()) / "prompt-sentinel-mlflow"
-    return Path(out_dir).resolve().parent
-
-
 def train_classical(
     model_name: str,
     train_df: pd.DataFrame,
@@ -645,7 +639,7 @@ def train_classical(
         "dataset_sha256": train_sha,
         "git_commit": commit,
     }
-    run_dir = Path(tracking_dir) if tracking_dir else _default_tracking_dir(out)
+    run_dir = Path(tracking_dir) if tracking_dir else tracking.default_tracking_dir(out)
     with (
         tracking.start_run(cfg, f"{model_name}-{kind}", run_dir, tags) as run,
         featurization_session(cache=not is_sparse_kind(kind), progress=progress),
@@ -803,11 +797,7 @@ def _write_artifact(
     if storage.is_gcs(out):
         with tempfile.TemporaryDirectory() as staging:
             fill(Path(staging))
-            # the manifest goes up last: a reader that finds checksums.json finds every file it lists
-            files = sorted(p for p in Path(staging).rglob("*") if p.is_file() and p.name != "checksums.json")
-            for path in files:
-                storage.write_bytes(storage.join(out, path.relative_to(staging).as_posix()), path.read_bytes())
-            storage.write_bytes(storage.join(out, "checksums.json"), (Path(staging) / "checksums.json").read_bytes())
+            storage.upload_directory(staging, out, last=(MANIFEST_NAME,))
         return out
     with storage.atomic_output_dir(out) as tmp:
         fill(tmp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -191,11 +191,17 @@ def download_to_local(uri: str, cache_dir: str | Path | None = None) -> Path:
     return target_root
 
 
-def upload_directory(local_dir: str | Path, uri: str) -> list[str]:
-    """Copy every file under ``local_dir`` to the gs:// (or local) prefix ``uri``; returns written URIs."""
+def upload_directory(local_dir: str | Path, uri: str, last: Sequence[str] = ()) -> list[str]:
+    """Copy every file under ``local_dir`` to the gs:// (or local) prefix ``uri``; returns written URIs.
+
+    Files named in ``last`` (paths relative to ``local_dir``) go up after all the others, in that order: a
+    manifest written last tells a reader that every file it lists is already there.
+    """
     root = Path(local_dir)
     written = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    ordered = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in last)
+    ordered += [root / name for name in last if (root / name).is_file()]
+    for path in ordered:
         target = join(uri, path.relative_to(root).as_posix())
         write_bytes(target, path.read_bytes())
         written.append(target)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from prompt_sentinel import storage
 from prompt_sentinel.config import SentinelConfig
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ def resolve_tracking_uri(cfg: SentinelConfig, output_dir: str | Path) -> str:
     if cfg.mlflow.tracking_uri:
         return cfg.mlflow.tracking_uri
     return f"sqlite:///{(Path(output_dir) / DEFAULT_DB_NAME).resolve()}"
+
+
+def default_tracking_dir(out: str) -> Path:
+    """Where a trainer writing to ``out`` keeps its SQLite tracking store when none is configured."""
+    if storage.is_gcs(out):
+        # SQLite cannot live in a bucket; set mlflow.tracking_uri for shared tracking from pipeline steps.
+        return Path(tempfile.gettempdir()) / "prompt-sentinel-mlflow"
+    return Path(out).resolve().parent
 
 
 def _experiment_id(cfg: SentinelConfig, output_dir: Path, default_store: bool) -> str:

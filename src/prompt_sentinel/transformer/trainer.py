@@ -330,13 +330,6 @@ def _evaluate(
 # MLflow
 
 
-def _default_tracking_dir(out: str) -> Path:
-    if storage.is_gcs(out):
-        # SQLite cannot live in a bucket; set mlflow.tracking_uri for shared tracking from pipeline steps
-        return Path(tempfile.gettempdir()) / "prompt-sentinel-mlflow"
-    return Path(out).resolve().parent
-
-
 def _log_eval_metrics(run: Any, entry: dict[str, Any]) -> None:
     if run is None:
         return
@@ -725,7 +718,7 @@ def train_transformer(
         "git_commit": commit,
         "resumed_from_step": session.resumed_from_step,
     }
-    run_dir = Path(tracking_dir) if tracking_dir else _default_tracking_dir(out)
+    run_dir = Path(tracking_dir) if tracking_dir else tracking.default_tracking_dir(out)
     with tracking.start_run(cfg, f"transformer-{out.rsplit('/', 1)[-1]}", run_dir, tags) as run:
         if run is not None:
             tracking.log_params(cfg.transformer.model_dump(mode="json"), prefix="transformer.")
@@ -895,18 +888,11 @@ def _write_artifact(session: _Session, cfg: SentinelConfig, training: dict[str, 
 
     if storage.is_gcs(out):
         fill(staging)
-        _upload_artifact(staging, out)
+        storage.upload_directory(staging, out, last=(MANIFEST_NAME,))
         return staging
     with storage.atomic_output_dir(out) as tmp:
         fill(tmp)
     return Path(out)
-
-
-def _upload_artifact(local: Path, uri: str) -> None:
-    """Upload a finished artifact; the manifest goes last, so a reader finding it finds every file it lists."""
-    files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
-    for path in [*files, local / MANIFEST_NAME]:
-        storage.write_bytes(storage.join(uri, path.relative_to(local).as_posix()), path.read_bytes())
 
 
 def _readable_by_all(directory: Path) -> None:
