@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from prompt_sentinel import storage, tracking
 from prompt_sentinel.checksums import MANIFEST_NAME, read_manifest, write_manifest
-from prompt_sentinel.classical import search_space, train_classical
+from prompt_sentinel.classical import cross_validation_folds, search_space, train_classical
 from prompt_sentinel.config import CLASSICAL_MODELS, load_config
 from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
@@ -383,3 +383,31 @@ def test_probabilities_are_placed_by_class_id_when_the_estimator_saw_a_subset():
     assert placed.tolist() == [[0.7, 0.0, 0.3], [0.1, 0.0, 0.9]]
     full = np.array([[0.2, 0.3, 0.5]])
     assert probabilities_by_class_id(full, np.array([0, 1, 2]), 3) is full  # already one column per class id
+
+
+def test_cross_validation_folds_keep_near_duplicates_together():
+    texts, labels = [], []
+    for family in range(30):
+        template = " ".join(f"f{family}w{i}" for i in range(20))
+        for variant in range(3):
+            texts.append(f"{template} variant{variant}")
+            labels.append(family % 3)
+    texts += [f"unique prompt {i} " + " ".join(f"u{i}w{k}" for k in range(8)) for i in range(30)]
+    labels += [i % 3 for i in range(30)]
+    y = np.asarray(labels)
+    folds = cross_validation_folds(texts, y, _cfg("training.search.cv_folds=3"))
+    assert len(folds) == 3
+    fold_of = np.empty(len(y), dtype=int)
+    for k, (train_idx, held_idx) in enumerate(folds):
+        fold_of[held_idx] = k
+        assert set(y[train_idx]) == {0, 1, 2}
+    for family in range(30):
+        assert len(set(fold_of[family * 3 : family * 3 + 3])) == 1, family
+
+
+def test_cross_validation_folds_refuse_a_class_that_is_one_group():
+    template = " ".join(f"w{i}" for i in range(30))
+    texts = [f"{template} v{i}" for i in range(6)] + [f"prompt {i} about topic {i * 7}" for i in range(12)]
+    y = np.asarray([2] * 6 + [0, 1] * 6)
+    with pytest.raises(TrainingError, match=r"fold \d: its training part has too few rows of \{'malicious': 0\}"):
+        cross_validation_folds(texts, y, _cfg("training.search.cv_folds=3"))

@@ -185,3 +185,27 @@ def test_split_to_gcs_and_read_back(gcs_bucket: str, tmp_path: Path, cfg: Sentin
     train = read_split(f"{out}/train.csv")
     assert len(train) == report["totals"]["train"] and train["label"].dtype == "int64"
     assert json.loads(storage.read_text(f"{out}/{SPLIT_REPORT}"))["counts"] == report["counts"]
+
+
+def test_near_duplicate_variants_never_straddle_splits(cfg: SentinelConfig) -> None:
+    rng = random.Random(5)
+    vocabulary = [f"word{i}" for i in range(200)]
+    rows = []
+    for family in range(60):
+        label = family % 3
+        base = rng.sample(vocabulary, 30)
+        for variant in range(4):  # one template, one slot filled differently: not equal after normalization
+            words = base[:]
+            words[7] = f"name{family}x{variant}"  # a template slot filled differently
+            rows.append({"text": " ".join(words), "label": label, "id": f"f{family}-{variant}", "source": "t"})
+    for i in range(120):
+        rows.append({"text": " ".join(rng.sample(vocabulary, 12)), "label": i % 3, "id": f"u{i}", "source": "t"})
+    df = records_frame([{**r, "row": i + 2} for i, r in enumerate(rows)])
+    assert df["text"].map(dedup_key).nunique() == len(df)  # exact grouping alone would see no groups at all
+    splits = split_dataset(df, cfg)
+    owner = {row_id: name for name, frame in splits.items() for row_id in frame["id"]}
+    for family in range(60):
+        assert len({owner[f"f{family}-{v}"] for v in range(4)}) == 1, family
+    exact_only = split_dataset(df, load_config(None, ["split.near_duplicate_jaccard=1.0"]))
+    owner = {row_id: name for name, frame in exact_only.items() for row_id in frame["id"]}
+    assert any(len({owner[f"f{family}-{v}"] for v in range(4)}) > 1 for family in range(60))

@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import ParameterGrid, ParameterSampler, StratifiedKFold
+from sklearn.model_selection import ParameterGrid, ParameterSampler, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 
 from prompt_sentinel import storage, tracking
 from prompt_sentinel.balance import balance_features, balanced_sample_weight, check_sampling_targets, class_counts
 from prompt_sentinel.checksums import MANIFEST_NAME
 from prompt_sentinel.config import CLASSICAL_MODELS, SentinelConfig
+from prompt_sentinel.data.split import row_groups
 from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
@@ -400,6 +401,35 @@ def _fit(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None
         return estimator.fit(X, y, sample_weight=sample_weight)
 
 
+def cross_validation_folds(texts: list[str], y: np.ndarray, cfg: SentinelConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold splits that keep each near-duplicate group in one fold (the split stage's grouping).
+
+    Without the groups, a held-out fold holds near-copies of its training rows (template variants), so the
+    out-of-fold scores that rank candidates and tune the decision costs would be optimistic.
+    """
+    folds = cfg.training.search.cv_folds
+    groups = row_groups(texts, cfg)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    try:
+        splits = list(splitter.split(np.zeros(len(y)), y, groups))
+    except ValueError as exc:  # fewer groups than folds
+        raise TrainingError(
+            f"cannot make {folds} grouped cross-validation folds from {len(set(groups))} near-duplicate groups "
+            f"({exc}); lower training.search.cv_folds or add data"
+        ) from exc
+    need = 2  # as in _min_rows_for_folds: calibration and SMOTE need two rows of every class
+    for k, (train_idx, _) in enumerate(splits):
+        counts = class_counts(y[train_idx], cfg.labels)
+        short = {name: n for name, n in counts.items() if n < need}
+        if short:
+            raise TrainingError(
+                f"cross-validation fold {k}: its training part has too few rows of {short} (needs >= {need}) "
+                f"because near-duplicate groups of that class are large; lower training.search.cv_folds, add data, "
+                f"or raise split.near_duplicate_jaccard (now {cfg.split.near_duplicate_jaccard})"
+            )
+    return splits
+
+
 def _calibration_folds(y: np.ndarray) -> int:
     return max(2, min(3, int(np.bincount(y)[np.bincount(y) > 0].min())))
 
@@ -413,7 +443,8 @@ def run_search(
     params_list: list[dict[str, Any]],
     progress: bool = False,
 ) -> SearchResult:
-    """Stratified k-fold search; per fold: fit featurizer, balance the training part only, fit candidates.
+    """Stratified, near-duplicate-grouped k-fold search; per fold: fit featurizer, balance the training part only,
+    fit candidates.
 
     Every candidate is scored by the custom score of its argmax labels per fold. With
     ``training.decision_tuning.enabled`` its out-of-fold probabilities (each row predicted by the fold model
@@ -422,7 +453,7 @@ def run_search(
     """
     started = time.perf_counter()
     folds = cfg.training.search.cv_folds
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    fold_splits = cross_validation_folds(texts, y, cfg)
     roles = cfg.labels.roles
     n_classes = cfg.labels.num_classes
     tuning_cfg = cfg.training.decision_tuning
@@ -438,7 +469,7 @@ def run_search(
 
         bar = tqdm(total=len(params_list) * folds, desc=f"search {spec.name}", unit="fit")
     try:
-        for k, (train_idx, val_idx) in enumerate(splitter.split(text_arr, y)):
+        for k, (train_idx, val_idx) in enumerate(fold_splits):
             featurizer = make_featurizer()
             X_fold = featurizer.fit_transform(list(text_arr[train_idx]), y[train_idx])
             X_hold = featurizer.transform(list(text_arr[val_idx]))
@@ -707,6 +738,10 @@ def train_classical(
                 "space": _jsonable(space),
                 "candidates": len(params_list),
                 "cv_folds": cfg.training.search.cv_folds,
+                "cv_grouping": {
+                    "near_duplicate_jaccard": cfg.split.near_duplicate_jaccard,
+                    "shingle_words": cfg.split.shingle_words,
+                },
                 "scoring": "custom_score",
                 "best_params": best_params,
                 "best_cv_custom_score": search.best_score,

@@ -125,6 +125,17 @@ class SplitConfig(_Section):
     train: float = Field(0.7, gt=0, lt=1)
     validation: float = Field(0.15, ge=0, lt=1)
     test: float = Field(0.15, ge=0, lt=1)
+    # Variants of one prompt (a DAN template with another name, one injection behind another lead-in) go to one
+    # split and one cross-validation fold; with exact grouping only, 68 of ~160 malicious validation rows of the
+    # reference data were near-copies of training rows and validation scores were far too optimistic.
+    near_duplicate_jaccard: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Texts whose word-shingle Jaccard similarity reaches this are one group for splits and CV "
+        "folds (1.0: only identical shingle sets).",
+    )
+    shingle_words: int = Field(5, ge=1, description="Words per shingle for near-duplicate grouping.")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:

@@ -1,10 +1,11 @@
 """The ``split`` stage: a seeded, stratified, group-aware train/validation/test split.
 
-Rows whose texts share a :func:`prompt_sentinel.text.dedup_key` (equal after NFKC, case, whitespace and
-punctuation folding) form a group, and a group always lands in one split, so a model is never tested on a
-near-copy of a training prompt. Groups are assigned class by class: each class's groups are put in a seeded
-order (larger groups first, so they cannot overshoot a small split late), and each goes to the split furthest
-below its target share for that class. The result depends on the seed and the data, not on the row order.
+Near-duplicate texts form a group (:func:`prompt_sentinel.data.near_duplicates.near_duplicate_groups`: word
+shingle Jaccard >= ``split.near_duplicate_jaccard``, exact duplicates included), and a group always lands in one
+split, so a model is never validated or tested on a near-copy of a training prompt. Groups are assigned class
+by class: each class's groups are put in a seeded order (larger groups first, so they cannot overshoot a small
+split late), and each goes to the split furthest below its target share for that class. The result depends on
+the seed and the data, not on the row order.
 
 An external blind set is never split: it is validated, checked for leaks against the whole dataset (hence
 against every split) and written beside the splits as ``blind.csv``.
@@ -24,6 +25,7 @@ from prompt_sentinel import storage
 from prompt_sentinel.checksums import sha256_bytes
 from prompt_sentinel.config import SentinelConfig
 from prompt_sentinel.data.loading import frame_to_csv_bytes, group_key, read_data_csv, write_output_files
+from prompt_sentinel.data.near_duplicates import near_duplicate_groups
 from prompt_sentinel.data.validation import ValidationReport, validate_dataset
 from prompt_sentinel.errors import DataError, DataValidationError
 
@@ -92,6 +94,21 @@ def assign_groups(keys: list[str], labels: list[int], ratios: dict[str, float], 
     return assignment
 
 
+def row_groups(texts: list[str], cfg: SentinelConfig) -> list[str]:
+    """The near-duplicate group of each text under ``cfg.split``'s grouping settings (splits and CV folds).
+
+    A group is named by the smallest dedup key among its members, so the names, and hence the split, do not
+    depend on the row order.
+    """
+    ids = near_duplicate_groups(texts, cfg.split.near_duplicate_jaccard, cfg.split.shingle_words)
+    names: dict[int, str] = {}
+    for group, text in zip(ids, texts, strict=True):
+        key = group_key(text)
+        if group not in names or key < names[group]:
+            names[group] = key
+    return [names[group] for group in ids]
+
+
 def split_dataset(df: pd.DataFrame, cfg: SentinelConfig) -> dict[str, pd.DataFrame]:
     """Split a cleaned dataset into ``train``, ``validation`` and ``test`` (cfg.split ratios, cfg.seed).
 
@@ -99,7 +116,7 @@ def split_dataset(df: pd.DataFrame, cfg: SentinelConfig) -> dict[str, pd.DataFra
     ratio 0 comes back empty.
     """
     _check_frame(df, cfg)
-    keys = [group_key(t) for t in df["text"]]
+    keys = row_groups(df["text"].tolist(), cfg)
     labels = [int(x) for x in df["label"]]
     ratios = {s: float(getattr(cfg.split, s)) for s in SPLIT_NAMES}
     assignment = assign_groups(keys, labels, ratios, cfg.seed)
@@ -136,9 +153,9 @@ def split_counts(sets: dict[str, pd.DataFrame], cfg: SentinelConfig) -> dict[str
 def split_report(sets: dict[str, pd.DataFrame], cfg: SentinelConfig, **extra: Any) -> dict[str, Any]:
     """The ``split_report.json`` content: counts per class per split, ratios, seed, group statistics."""
     counts = split_counts(sets, cfg)
-    split_frames = [f for n, f in sets.items() if n in SPLIT_NAMES]
-    all_keys = Counter(group_key(t) for f in split_frames for t in f["text"])
-    multi = [n for n in all_keys.values() if n > 1]
+    split_texts = [t for n, f in sets.items() if n in SPLIT_NAMES for t in f["text"]]
+    group_sizes = Counter(row_groups(split_texts, cfg))
+    multi = [n for n in group_sizes.values() if n > 1]
     return {
         "seed": cfg.seed,
         "ratios": {s: getattr(cfg.split, s) for s in SPLIT_NAMES},
@@ -149,7 +166,9 @@ def split_report(sets: dict[str, pd.DataFrame], cfg: SentinelConfig, **extra: An
             name: {label: (n / max(sum(c.values()), 1)) for label, n in c.items()} for name, c in counts.items()
         },
         "groups": {
-            "total": len(all_keys),
+            "near_duplicate_jaccard": cfg.split.near_duplicate_jaccard,
+            "shingle_words": cfg.split.shingle_words,
+            "total": len(group_sizes),
             "near_duplicate_groups": len(multi),
             "rows_in_near_duplicate_groups": int(sum(multi)),
         },
