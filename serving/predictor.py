@@ -81,10 +81,12 @@ def _size_torch_threads(model: SentinelModel) -> None:
 
     The transformer loader already does this (``prompt_sentinel.transformer.model.torch_threads``: the cgroup
     CPU quota, or ``SENTINEL_TORCH_THREADS``); a classical model with an ``embeddings``/``combined``
-    featurizer runs MiniLM through torch as well and gets the same pool. TF-IDF pipelines do not use torch.
+    featurizer runs MiniLM through torch as well and gets the same pool, inside an ensemble too. TF-IDF pipelines
+    do not use torch.
     """
-    featurizer = model.descriptor.featurizer or ""
-    if model.family == "transformer" or "torch" not in sys.modules or featurizer not in ("embeddings", "combined"):
+    members = getattr(model, "members", [model])  # an ensemble: whichever member embeds with torch
+    embeds = any(m.family == "sklearn" and m.descriptor.featurizer in ("embeddings", "combined") for m in members)
+    if "torch" not in sys.modules or not embeds:
         return
     import torch
 

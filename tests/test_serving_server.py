@@ -136,6 +136,25 @@ def test_transformer_round_trip_over_http(tmp_path_factory: pytest.TempPathFacto
         assert_round_trip(url, "minilm", model_dir)
 
 
+@pytest.mark.slow
+def test_ensemble_of_both_families_round_trip_over_http(
+    tiny_model_dir: Path, demo_csv: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from prompt_sentinel.config import load_config
+    from prompt_sentinel.data.loading import load_dataset
+    from prompt_sentinel.data.split import split_dataset
+    from prompt_sentinel.ensemble import build_ensemble
+    from serving.demo_models import build_minilm_demo_model
+
+    root = tmp_path_factory.mktemp("ensemble")
+    minilm = build_minilm_demo_model(root / "minilm")
+    cfg = load_config()
+    validation = split_dataset(load_dataset(str(demo_csv), cfg), cfg)["validation"]
+    result = build_ensemble([tiny_model_dir, minilm], validation, cfg, root / "ensemble")
+    with running_server(str(result.model_dir), "ensemble", timeout=300) as url:
+        assert_round_trip(url, "ensemble", Path(result.model_dir))
+
+
 @pytest.mark.slow  # starts its own server (~10 s)
 def test_latency_logging_flag_silences_kserve_per_request_timings(tiny_model_dir: Path) -> None:
     from serving.local import start_local_server

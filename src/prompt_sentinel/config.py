@@ -204,10 +204,35 @@ class DecisionTuningConfig(_Section):
         return sorted(set(grid))
 
 
+class EnsembleConfig(_Section):
+    """Soft-voting ensembles of trained candidates (``sentinel ensemble``, the pipeline's ensemble step)."""
+
+    enabled: bool = Field(
+        True,
+        description="In the pipeline: when the transformer branch runs, also build an ensemble of it and the "
+        "classical candidates, which then competes in selection like any candidate.",
+    )
+    weight_step: float = Field(
+        0.125,
+        gt=0,
+        le=0.5,
+        description="Grid step of the member weights searched on the validation split (each weight is a positive "
+        "multiple of it; 1/step must be a whole number).",
+    )
+
+    @field_validator("weight_step")
+    @classmethod
+    def _divides_one(cls, step: float) -> float:
+        if abs(round(1 / step) * step - 1) > 1e-9:
+            raise ValueError(f"1/weight_step must be a whole number (e.g. 0.25, 0.125, 0.1), got {step}")
+        return step
+
+
 class TrainingConfig(_Section):
     models: list[str] = Field(default_factory=lambda: ["logreg", "linear_svm", "complement_nb"])
     search: SearchConfig = Field(default_factory=SearchConfig)
     decision_tuning: DecisionTuningConfig = Field(default_factory=DecisionTuningConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     param_grids: dict[str, dict[str, list[Any]]] = Field(
         default_factory=dict, description="Per-model search space overriding the built-in one."
     )

@@ -5,7 +5,7 @@ An artifact is a directory holding:
 * ``sentinel_model.json`` — the :class:`ModelDescriptor` (family, label names and roles, decision thresholds),
 * ``checksums.json`` — sha256 of every file (verified before anything is deserialized),
 * family files: ``model.skops`` for scikit-learn; ``config.json`` + ``model.safetensors`` + tokenizer files
-  for transformers.
+  for transformers; ``members/<name>/`` (each a model directory) for soft-voting ensembles.
 
 Text normalization happens here, in :meth:`SentinelModel.predict_proba`, so every caller — evaluation, the
 KServe predictor, benchmarks — feeds models exactly what training fed them.
@@ -32,7 +32,7 @@ from prompt_sentinel.text import normalize_text
 
 DESCRIPTOR_NAME = "sentinel_model.json"
 SKOPS_FILE = "model.skops"
-ModelFamily = Literal["sklearn", "transformer"]
+ModelFamily = Literal["sklearn", "transformer", "ensemble"]
 
 
 class ModelDescriptor(BaseModel):
@@ -125,6 +125,10 @@ def load_model(path_or_uri: str | Path, verify: bool = True, cache_dir: str | Pa
         from prompt_sentinel.sklearn_artifact import load_sklearn_model
 
         return load_sklearn_model(local, descriptor)
+    if descriptor.family == "ensemble":
+        from prompt_sentinel.ensemble import load_ensemble_model
+
+        return load_ensemble_model(local, descriptor)
     from prompt_sentinel.transformer.model import load_transformer_model
 
     return load_transformer_model(local, descriptor)

@@ -1,4 +1,5 @@
-"""`sentinel train`: train one model (classical or transformer) and write its artifact directory."""
+"""`sentinel train`: train one model (classical or transformer) and write its artifact directory;
+`sentinel ensemble`: combine trained models into one soft-voting artifact."""
 
 from __future__ import annotations
 
@@ -75,6 +76,35 @@ def run_train(
     }
 
 
+ENSEMBLE_HELP = (
+    "Combine trained models (local dirs or gs:// URIs, e.g. a classical model and a fine-tuned transformer) into "
+    "one soft-voting model: member weights and the critical-error costs are searched on --val, which no member "
+    "may have been trained on. The result is a model directory that evaluate, the registry and serving take like "
+    "any other."
+)
+
+
+def run_ensemble(
+    members: list[str], val: str, out: str, cfg: SentinelConfig, names: list[str] | None = None
+) -> dict[str, Any]:
+    """Load the validation data and build the ensemble; returns a summary dict."""
+    from prompt_sentinel.ensemble import build_ensemble
+
+    result = build_ensemble(members, _load(val, cfg), cfg, out, names=names or None)
+    return {
+        "model": "ensemble",
+        "model_dir": str(result.model_dir),
+        "weights": dict(zip(result.members, result.weights, strict=True)),
+        "false_alarm_cost": result.decision.false_alarm_cost,
+        "missed_threat_cost": result.decision.missed_threat_cost,
+        "validation": {
+            "custom_score": result.validation_custom_score,
+            "custom_score_argmax": result.validation_argmax_custom_score,
+            **{f"{name} custom_score": score for name, score in result.member_scores.items()},
+        },
+    }
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -93,7 +123,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train`` to the top-level app."""
+    """Add ``train`` and ``ensemble`` to the top-level app."""
 
     @app.command("train", help=TRAIN_HELP)
     def train(
@@ -128,5 +158,24 @@ def register(app: typer.Typer) -> None:
             sets.append(f"featurizer.kind={featurizer}")
         cfg = resolve_config(config, sets)
         summary = run_train(model, data, val, out, cfg, base_model=base_model, progress=progress)
+        _print_summary(summary)
+        typer.echo(f"model written to {summary['model_dir']}")
+
+    @app.command("ensemble", help=ENSEMBLE_HELP)
+    def ensemble(
+        members: Annotated[
+            list[str], typer.Option("--member", help="A trained model directory (local or gs://). Repeat, 2 or more.")
+        ],
+        val: Annotated[str, typer.Option("--val", help="Validation data the weights and costs are tuned on.")],
+        out: Annotated[str, typer.Option("--out", "-o", help="Ensemble model directory to write (local or gs://).")],
+        names: Annotated[
+            list[str] | None,
+            typer.Option("--name", help="Member names, in --member order (default: each member's model type)."),
+        ] = None,
+        config: ConfigOption = None,
+        overrides: SetOption = None,
+    ) -> None:
+        cfg = resolve_config(config, overrides)
+        summary = run_ensemble(members, val, out, cfg, names)
         _print_summary(summary)
         typer.echo(f"model written to {summary['model_dir']}")

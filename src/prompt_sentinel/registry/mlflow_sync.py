@@ -33,6 +33,7 @@ _FAMILY_REQUIREMENTS = {
     "sklearn": ("scikit-learn", "skops", "scipy"),
     "transformer": ("torch", "transformers", "safetensors", "tokenizers"),
 }
+_FAMILY_REQUIREMENTS["ensemble"] = tuple(dict.fromkeys(r for reqs in _FAMILY_REQUIREMENTS.values() for r in reqs))
 _COMMON_REQUIREMENTS = ("prompt-sentinel", "mlflow", "numpy", "pandas", "pydantic", "pyyaml")
 
 

@@ -1,0 +1,363 @@
+"""Soft-voting ensembles of trained candidates: one artifact, one decision rule, served like any other model.
+
+The classical models and the fine-tuned transformer make different mistakes (the TF-IDF/embedding models
+hedge on role-play jailbreaks, the transformer is over-confident on short German injections), so a weighted
+average of their probabilities scores higher than either. Weights are searched on a grid over the simplex, and
+for each weight vector the critical-error costs are tuned (:func:`prompt_sentinel.decision.tune_costs`) on the
+**validation split**, which none of the members was fitted on. The best pair (weights, costs) wins; ties go to the
+more even weights.
+
+The artifact is an ordinary model directory: ``sentinel_model.json`` (family ``ensemble``, members and weights in
+``params``), ``ensemble.json`` (the whole weight search), and a verbatim copy of every member under
+``members/<name>/``; the top-level ``checksums.json`` covers every file, members included, so
+:func:`prompt_sentinel.modeling.load_model` verifies the whole tree once before anything is deserialized.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prompt_sentinel import storage
+from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
+from prompt_sentinel.config import DecisionConfig, LabelRoles, SentinelConfig
+from prompt_sentinel.decision import assign_labels, tune_costs
+from prompt_sentinel.errors import ModelFormatError, TrainingError
+from prompt_sentinel.metrics import security_score
+from prompt_sentinel.modeling import ModelDescriptor, SentinelModel, load_model
+
+__all__ = [
+    "ENSEMBLE_FAMILY",
+    "ENSEMBLE_REPORT",
+    "MEMBERS_DIR",
+    "EnsembleResult",
+    "EnsembleSentinelModel",
+    "WeightTrial",
+    "blend",
+    "build_ensemble",
+    "load_ensemble_model",
+    "search_weights",
+    "simplex_grid",
+]
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_FAMILY = "ensemble"
+MEMBERS_DIR = "members"
+ENSEMBLE_REPORT = "ensemble.json"
+
+
+# --- pure logic ---------------------------------------------------------------------------------------------
+
+
+def simplex_grid(n_members: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector whose weights are positive multiples of ``step`` summing to 1, most even first.
+
+    Every member keeps a weight of at least ``step``: a member the search would drop should not be in the
+    ensemble at all (it would still cost its latency at serving time).
+    """
+    if n_members < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {n_members}")
+    units = round(1 / step) if step > 0 else 0
+    if not 0 < step <= 1 / n_members or abs(units * step - 1) > 1e-9:
+        raise ValueError(f"step must divide 1 into at least {n_members} equal parts (e.g. 0.25, 0.125), got {step}")
+
+    def compositions(total: int, parts: int) -> list[tuple[int, ...]]:
+        if parts == 1:
+            return [(total,)]
+        return [
+            (first, *rest) for first in range(1, total - parts + 2) for rest in compositions(total - first, parts - 1)
+        ]
+
+    vectors = [tuple(u / units for u in c) for c in compositions(units, n_members)]
+    return sorted(vectors, key=lambda w: (max(w) - min(w), tuple(-x for x in w)))
+
+
+def blend(member_proba: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """The weighted average of the members' probabilities (rows still sum to 1)."""
+    if len(member_proba) != len(weights) or not member_proba:
+        raise ValueError(f"got {len(member_proba)} probability arrays for {len(weights)} weights")
+    shapes = {p.shape for p in member_proba}
+    if len(shapes) != 1:
+        raise ValueError(f"member probabilities differ in shape: {sorted(shapes)}")
+    out = np.zeros(member_proba[0].shape, dtype=np.float64)
+    for proba, weight in zip(member_proba, weights, strict=True):
+        out += weight * np.asarray(proba, dtype=np.float64)
+    return out / float(sum(weights))
+
+
+@dataclass(frozen=True)
+class WeightTrial:
+    """One weight vector scored on the validation split."""
+
+    weights: tuple[float, ...]
+    custom_score: float
+    argmax_custom_score: float
+    false_alarm_cost: float
+    missed_threat_cost: float
+
+
+def search_weights(
+    y: np.ndarray,
+    member_proba: Sequence[np.ndarray],
+    roles: LabelRoles,
+    step: float,
+    cost_grid: Sequence[float] | None,
+) -> tuple[WeightTrial, list[WeightTrial]]:
+    """The best weight vector (and its tuned costs) on held-out ``y``; ``cost_grid=None`` keeps argmax."""
+    y = np.asarray(y, dtype=np.int64)
+    trials = []
+    for weights in simplex_grid(len(member_proba), step):
+        proba = blend(member_proba, weights)
+        if cost_grid is None:
+            score = security_score(y, proba.argmax(axis=1), roles, proba.shape[1]).custom_score
+            trials.append(WeightTrial(weights, score, score, 1.0, 1.0))
+            continue
+        tuning = tune_costs(y, proba, roles, cost_grid, source="validation")
+        trials.append(
+            WeightTrial(
+                weights,
+                tuning.custom_score,
+                tuning.argmax_custom_score,
+                tuning.false_alarm_cost,
+                tuning.missed_threat_cost,
+            )
+        )
+    best = trials[0]
+    for trial in trials[1:]:  # strictly better only: ties keep the more even weights
+        if trial.custom_score > best.custom_score + 1e-12:
+            best = trial
+    return best, trials
+
+
+# --- the artifact -------------------------------------------------------------------------------------------
+
+
+class EnsembleSentinelModel(SentinelModel):
+    """Loaded members and their weights; probabilities are the weighted average of the members'."""
+
+    def __init__(
+        self, path: Path, descriptor: ModelDescriptor, members: list[SentinelModel], weights: list[float]
+    ) -> None:
+        super().__init__(path, descriptor)
+        self.members = members
+        self.weights = weights
+
+    def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        # texts are normalized already (SentinelModel.predict_proba); normalization is idempotent, but members'
+        # private hook skips the second pass.
+        return blend([m._predict_proba(texts, batch_size=batch_size) for m in self.members], self.weights)
+
+    def warmup(self) -> None:
+        for member in self.members:
+            member.warmup()
+
+
+def _member_entries(descriptor: ModelDescriptor) -> list[dict[str, Any]]:
+    entries = descriptor.params.get("members")
+    if not isinstance(entries, list) or len(entries) < 2:
+        raise ModelFormatError("ensemble descriptor: params.members must list at least 2 members")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ModelFormatError(f"ensemble descriptor: params.members[{i}] needs a 'path' string")
+        weight = entry.get("weight")
+        if not isinstance(weight, int | float) or not weight > 0:
+            raise ModelFormatError(f"ensemble descriptor: params.members[{i}].weight must be > 0, got {weight!r}")
+        parts = Path(entry["path"]).parts
+        if Path(entry["path"]).is_absolute() or ".." in parts or not parts or parts[0] != MEMBERS_DIR:
+            raise ModelFormatError(
+                f"ensemble descriptor: params.members[{i}].path={entry['path']!r} must lie under {MEMBERS_DIR}/"
+            )
+    return entries
+
+
+def load_ensemble_model(path: Path, descriptor: ModelDescriptor) -> EnsembleSentinelModel:
+    """Load the members of a verified ensemble directory (the caller verified the whole tree's checksums)."""
+    members = []
+    for entry in _member_entries(descriptor):
+        member = load_model(path / entry["path"], verify=False)
+        if member.descriptor.labels != descriptor.labels:
+            raise ModelFormatError(
+                f"{path / entry['path']}: member labels {member.descriptor.labels.names} differ from the "
+                f"ensemble's {descriptor.labels.names}"
+            )
+        members.append(member)
+    return EnsembleSentinelModel(path, descriptor, members, [float(e["weight"]) for e in descriptor.params["members"]])
+
+
+# --- building one -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EnsembleResult:
+    model_dir: Path | str
+    members: list[str]
+    weights: list[float]
+    validation_custom_score: float
+    validation_argmax_custom_score: float
+    decision: DecisionConfig
+    member_scores: dict[str, float]
+    trials: list[WeightTrial] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _check_validation(df: Any, cfg: SentinelConfig) -> tuple[list[str], np.ndarray]:
+    if not isinstance(df, pd.DataFrame) or df.empty:
+        raise TrainingError("ensemble: the validation data is empty; weights and costs are tuned on it")
+    missing = [c for c in ("text", "label") if c not in df.columns]
+    if missing:
+        raise TrainingError(f"ensemble: validation data lacks column(s) {missing}; got {list(df.columns)}")
+    y = pd.to_numeric(df["label"], errors="coerce")
+    n = cfg.labels.num_classes
+    bad = df.index[y.isna() | (y < 0) | (y >= n) | (y % 1 != 0)]
+    if len(bad):
+        raise TrainingError(
+            f"ensemble: validation column 'label' must hold class ids 0..{n - 1}; found {df.loc[bad[0], 'label']} "
+            f"at row index {bad[0]}"
+        )
+    return [str(t) for t in df["text"]], y.to_numpy(dtype=np.int64)
+
+
+def _member_names(models: Sequence[SentinelModel], names: Sequence[str] | None) -> list[str]:
+    if names is not None:
+        if len(names) != len(models):
+            raise TrainingError(f"ensemble: {len(names)} names for {len(models)} members")
+        chosen = list(names)
+    else:
+        chosen = []
+        for model in models:
+            base = model.descriptor.model_type
+            chosen.append(base if base not in chosen else f"{base}-{sum(c.startswith(base) for c in chosen) + 1}")
+    bad = [n for n in chosen if not n or "/" in n or n.startswith(".")]
+    if bad or len(set(chosen)) != len(chosen):
+        raise TrainingError(f"ensemble: member names must be unique plain names, got {chosen}")
+    return chosen
+
+
+def build_ensemble(
+    member_uris: Sequence[str | Path],
+    validation: pd.DataFrame,
+    cfg: SentinelConfig,
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
+) -> EnsembleResult:
+    """Search member weights and decision costs on ``validation`` and write the ensemble artifact.
+
+    Members are model directories (local or gs://) trained on the same labels and **not** on ``validation``.
+    Nothing is written when any check fails.
+    """
+    started = time.perf_counter()
+    step = cfg.training.ensemble.weight_step
+    if len(member_uris) < 2:
+        raise TrainingError(f"ensemble: needs at least 2 members, got {len(member_uris)}")
+    if step > 1 / len(member_uris):
+        raise TrainingError(
+            f"training.ensemble.weight_step={step} leaves no weight for some of the {len(member_uris)} members; "
+            f"use at most {1 / len(member_uris):.4g}"
+        )
+    texts, y = _check_validation(validation, cfg)
+    with tempfile.TemporaryDirectory(prefix="sentinel-ensemble-") as cache:
+        models = []
+        for i, uri in enumerate(member_uris):
+            model = load_model(str(uri), cache_dir=Path(cache) / str(i))
+            if model.family == ENSEMBLE_FAMILY:
+                raise TrainingError(f"ensemble: member {uri} is itself an ensemble; list its members instead")
+            if model.descriptor.labels != cfg.labels:
+                raise TrainingError(
+                    f"ensemble: member {uri} was trained for labels {model.descriptor.labels.names} "
+                    f"(roles {model.roles}), the config has {cfg.labels.names} (roles {cfg.labels.roles})"
+                )
+            models.append(model)
+        member_names = _member_names(models, names)
+        log.info("ensemble: scoring %d members on %d validation rows", len(models), len(y))
+        member_proba = [m.predict_proba(texts) for m in models]
+        member_scores = {
+            name: security_score(y, model.labels_for(proba), cfg.labels.roles, cfg.labels.num_classes).custom_score
+            for name, model, proba in zip(member_names, models, member_proba, strict=True)
+        }
+        tuning_cfg = cfg.training.decision_tuning
+        best, trials = search_weights(
+            y, member_proba, cfg.labels.roles, step, tuning_cfg.cost_grid if tuning_cfg.enabled else None
+        )
+        decision = cfg.serving.decision.model_copy(
+            update={"false_alarm_cost": best.false_alarm_cost, "missed_threat_cost": best.missed_threat_cost}
+        )
+        blended = blend(member_proba, best.weights)
+        labels = assign_labels(blended, cfg.labels.roles, decision)
+        score = security_score(y, labels, cfg.labels.roles, blended.shape[1])
+        descriptor = ModelDescriptor(
+            family=ENSEMBLE_FAMILY,
+            model_type="soft_voting",
+            labels=cfg.labels,
+            decision=decision,
+            params={
+                "members": [
+                    {
+                        "name": name,
+                        "path": f"{MEMBERS_DIR}/{name}",
+                        "weight": weight,
+                        "family": model.family,
+                        "model_type": model.descriptor.model_type,
+                        "source": str(uri),
+                    }
+                    for name, model, weight, uri in zip(member_names, models, best.weights, member_uris, strict=True)
+                ],
+                "weight_step": step,
+            },
+        )
+        report = {
+            "members": member_names,
+            "member_validation_custom_score": member_scores,
+            "best": asdict(best),
+            "validation": score.as_dict(),
+            "validation_rows": len(y),
+            "trials": [asdict(t) for t in trials],
+        }
+
+        def fill(directory: Path) -> None:
+            for name, model in zip(member_names, models, strict=True):
+                shutil.copytree(model.path, directory / MEMBERS_DIR / name)
+            descriptor.write(directory)
+            (directory / ENSEMBLE_REPORT).write_text(json.dumps(report, indent=2))
+            write_manifest(directory)
+
+        out = str(out_dir)
+        model_dir: Path | str
+        if storage.is_gcs(out):
+            with tempfile.TemporaryDirectory() as staging:
+                fill(Path(staging))
+                storage.upload_directory(staging, out, last=(MANIFEST_NAME,))
+            model_dir = out
+        else:
+            with storage.atomic_output_dir(out) as tmp:
+                fill(tmp)
+            model_dir = Path(out)
+    log.info(
+        "ensemble: weights %s, costs %s/%s, validation custom score %.4f (members: %s)",
+        dict(zip(member_names, best.weights, strict=True)),
+        best.false_alarm_cost,
+        best.missed_threat_cost,
+        score.custom_score,
+        {k: round(v, 4) for k, v in member_scores.items()},
+    )
+    return EnsembleResult(
+        model_dir=model_dir,
+        members=member_names,
+        weights=list(best.weights),
+        validation_custom_score=score.custom_score,
+        validation_argmax_custom_score=best.argmax_custom_score,
+        decision=decision,
+        member_scores=member_scores,
+        trials=trials,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,212 @@
+"""Soft-voting ensembles: weight grid, blending, the weight/cost search, the artifact and every way it is used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import ComplementNB
+from sklearn.pipeline import Pipeline
+from typer.testing import CliRunner
+
+from prompt_sentinel import storage
+from prompt_sentinel.checksums import write_manifest
+from prompt_sentinel.cli import app
+from prompt_sentinel.config import LabelConfig, LabelRoles, load_config
+from prompt_sentinel.data.loading import load_dataset
+from prompt_sentinel.data.split import split_dataset
+from prompt_sentinel.ensemble import (
+    ENSEMBLE_REPORT,
+    EnsembleSentinelModel,
+    blend,
+    build_ensemble,
+    search_weights,
+    simplex_grid,
+)
+from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
+from prompt_sentinel.metrics import security_score
+from prompt_sentinel.modeling import DESCRIPTOR_NAME, ModelDescriptor, load_model
+from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+from prompt_sentinel.text import normalize_text
+
+ROLES = LabelRoles(benign=0, suspicious=1, malicious=2)
+
+
+# --- pure logic ---------------------------------------------------------------------------------------------
+
+
+def test_simplex_grid_positive_weights_summing_to_one_most_even_first() -> None:
+    assert simplex_grid(2, 0.25) == [(0.5, 0.5), (0.75, 0.25), (0.25, 0.75)]
+    three = simplex_grid(3, 0.125)
+    assert len(three) == 21  # compositions of 8 into 3 positive parts: C(7, 2)
+    assert all(abs(sum(w) - 1) < 1e-12 and min(w) >= 0.125 for w in three)
+    assert three[0] == (0.375, 0.375, 0.25)
+    for n, step, message in [(1, 0.5, "at least 2 members"), (2, 0.3, "divide 1"), (3, 0.5, "at least 3 equal")]:
+        with pytest.raises(ValueError, match=message):
+            simplex_grid(n, step)
+
+
+def test_blend_is_the_weighted_average() -> None:
+    a = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+    b = np.array([[0.0, 0.0, 1.0], [0.6, 0.3, 0.1]])
+    np.testing.assert_allclose(blend([a, b], (0.75, 0.25)), [[0.75, 0.0, 0.25], [0.3, 0.3, 0.4]])
+    with pytest.raises(ValueError, match="differ in shape"):
+        blend([a, b[:1]], (0.5, 0.5))
+    with pytest.raises(ValueError, match="2 probability arrays for 3 weights"):
+        blend([a, b], (0.5, 0.25, 0.25))
+
+
+def test_search_prefers_the_blend_that_fixes_both_members_mistakes() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 0])
+    # member A is sure about benign but calls one malicious prompt benign; member B the other way round
+    a = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1],
+                  [0.6, 0.1, 0.3], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])  # fmt: skip
+    b = np.array([[0.4, 0.1, 0.5], [0.7, 0.1, 0.2], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1],
+                  [0.05, 0.05, 0.9], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.7, 0.1, 0.2]])  # fmt: skip
+    best, trials = search_weights(y, [a, b], ROLES, 0.25, cost_grid=None)
+    score_a = security_score(y, a.argmax(1), ROLES, 3).custom_score
+    score_b = security_score(y, b.argmax(1), ROLES, 3).custom_score
+    assert best.weights == (0.5, 0.5)
+    assert best.custom_score == pytest.approx(1.0)
+    assert best.custom_score > max(score_a, score_b)
+    assert [t.weights for t in trials] == simplex_grid(2, 0.25)
+
+
+def test_equal_members_keep_even_weights_and_tuned_costs_only_when_they_pay() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    proba = np.full((60, 3), 0.1)
+    proba[np.arange(60), y] = 0.8
+    best, _ = search_weights(y, [proba, proba], ROLES, 0.125, cost_grid=[1, 2, 4])
+    assert best.weights == (0.5, 0.5)
+    assert (best.false_alarm_cost, best.missed_threat_cost) == (1.0, 1.0)  # perfect already: ties keep argmax
+    assert best.custom_score == pytest.approx(1.0)
+
+
+# --- artifacts on real data ---------------------------------------------------------------------------------
+
+
+def _save(pipeline: Pipeline, texts: list[str], y: np.ndarray, out: Path, model_type: str, labels: LabelConfig) -> Path:
+    pipeline.fit([normalize_text(t) for t in texts], y)
+    descriptor = ModelDescriptor(family="sklearn", model_type=model_type, labels=labels, featurizer="tfidf")
+    with storage.atomic_output_dir(out) as tmp:
+        save_sklearn_artifact(pipeline, tmp, descriptor)
+    return out
+
+
+@pytest.fixture(scope="module")
+def members(demo_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], pd.DataFrame]:
+    """Two real, different scikit-learn members trained on the demo train split; the validation split is unseen."""
+    cfg = load_config()
+    parts = split_dataset(load_dataset(str(demo_csv), cfg), cfg)
+    train = parts["train"]
+    texts, y = train["text"].tolist(), train["label"].to_numpy()
+    root = tmp_path_factory.mktemp("members")
+    words = Pipeline([("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)), ("clf", LogisticRegression())])
+    chars = Pipeline(
+        [("tfidf", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True)), ("clf", ComplementNB())]
+    )
+    return [
+        _save(words, texts, y, root / "words", "logreg", cfg.labels),
+        _save(chars, texts, y, root / "chars", "complement_nb", cfg.labels),
+    ], parts["validation"]
+
+
+def test_build_load_and_predict_like_the_weighted_members(members, tmp_path: Path) -> None:
+    dirs, val = members
+    cfg = load_config()
+    result = build_ensemble(dirs, val, cfg, tmp_path / "ensemble")
+    assert result.members == ["logreg", "complement_nb"]
+    assert sum(result.weights) == pytest.approx(1.0) and min(result.weights) >= cfg.training.ensemble.weight_step
+    model = load_model(tmp_path / "ensemble")
+    assert isinstance(model, EnsembleSentinelModel) and model.family == "ensemble"
+    assert model.weights == result.weights
+    texts = val["text"].tolist()
+    expected = blend([load_model(d).predict_proba(texts) for d in dirs], result.weights)
+    np.testing.assert_allclose(model.predict_proba(texts), expected, atol=1e-6)
+    # the stored decision rule reproduces the reported validation score
+    score = security_score(val["label"], model.predict(texts), cfg.labels.roles, 3).custom_score
+    assert score == pytest.approx(result.validation_custom_score)
+    assert model.descriptor.decision.false_alarm_cost == result.decision.false_alarm_cost
+    report = json.loads((tmp_path / "ensemble" / ENSEMBLE_REPORT).read_text())
+    assert report["best"]["custom_score"] == max(t["custom_score"] for t in report["trials"])
+    assert set(report["member_validation_custom_score"]) == {"logreg", "complement_nb"}
+
+
+def test_a_changed_byte_in_a_member_is_refused(members, tmp_path: Path) -> None:
+    dirs, val = members
+    out = tmp_path / "ensemble"
+    build_ensemble(dirs, val, load_config(), out)
+    member_file = out / "members" / "complement_nb" / "model.skops"
+    data = bytearray(member_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    member_file.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"members/complement_nb/model\.skops.*sha256 mismatch"):
+        load_model(out)
+
+
+def test_descriptor_member_paths_must_stay_inside_the_artifact(members, tmp_path: Path) -> None:
+    dirs, val = members
+    out = tmp_path / "ensemble"
+    build_ensemble(dirs, val, load_config(), out)
+    descriptor = json.loads((out / DESCRIPTOR_NAME).read_text())
+    descriptor["params"]["members"][0]["path"] = "../../somewhere"
+    (out / DESCRIPTOR_NAME).write_text(json.dumps(descriptor))
+    write_manifest(out)
+    with pytest.raises(ModelFormatError, match=r"params.members\[0\].path='../../somewhere' must lie under members/"):
+        load_model(out)
+
+
+def test_ensemble_to_gcs_and_back(members, gcs_bucket: str) -> None:
+    dirs, val = members
+    uri = f"gs://{gcs_bucket}/models/ensemble"
+    result = build_ensemble(dirs, val, load_config(), uri)
+    assert result.model_dir == uri
+    texts = val["text"].head(5).tolist()
+    again = load_model(uri)
+    np.testing.assert_allclose(
+        again.predict_proba(texts), blend([load_model(d).predict_proba(texts) for d in dirs], result.weights), atol=1e-6
+    )
+
+
+def _expect_error(dirs: list, val: pd.DataFrame, out: Path, match: str, *overrides: str) -> None:
+    with pytest.raises(TrainingError, match=match):
+        build_ensemble(dirs, val, load_config(None, list(overrides)), out)
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_bad_input_is_refused_and_nothing_is_written(members, tmp_path: Path) -> None:
+    dirs, val = members
+    out = tmp_path / "ensemble"
+    _expect_error(dirs[:1], val, out, "needs at least 2 members, got 1")
+    _expect_error(dirs, val.iloc[:0], out, "validation data is empty")
+    _expect_error(dirs, val.drop(columns=["label"]), out, r"lacks column\(s\) \['label'\]")
+    _expect_error(dirs, val.assign(label=7), out, r"class ids 0..2; found 7")
+    _expect_error(
+        dirs * 3, val, out, r"weight_step=0.25 leaves no weight.*6 members", "training.ensemble.weight_step=0.25"
+    )
+    two_labels = ["labels.names=[safe, unsafe]", "labels.benign=safe", "labels.suspicious=null"]
+    two_labels.append("labels.malicious=unsafe")
+    expected = r"trained for labels \['benign', 'suspicious', 'malicious'\].*\['safe', 'unsafe'\]"
+    _expect_error(dirs, val[val["label"] < 2], out, expected, *two_labels)
+    build_ensemble(dirs, val, load_config(), tmp_path / "first")
+    _expect_error([tmp_path / "first", dirs[0]], val, out, "is itself an ensemble")
+
+
+def test_cli_builds_an_ensemble(members, tmp_path: Path) -> None:
+    dirs, val = members
+    val_csv = tmp_path / "val.csv"
+    val.to_csv(val_csv, index=False)
+    out = tmp_path / "ensemble"
+    args = ["ensemble", "--member", str(dirs[0]), "--member", str(dirs[1]), "--name", "words", "--name", "chars"]
+    result = CliRunner().invoke(app, [*args, "--val", str(val_csv), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "custom_score" in result.output and f"model written to {out}" in result.output
+    assert [m.descriptor.model_type for m in load_model(out).members] == ["logreg", "complement_nb"]
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["chars", "words"]
