@@ -192,3 +192,41 @@ def tracking_dir_for(artifact_uri: str, artifact_path: str) -> str:
     if storage.is_gcs(artifact_uri) or not artifact_uri:
         return str(Path(tempfile.gettempdir()) / "sentinel-mlflow")
     return str(Path(artifact_path).parent)
+
+
+def evaluate_into(
+    cfg: SentinelConfig,
+    model_path: str,
+    model_uri: str,
+    splits_path: str,
+    evaluation: Any,
+    metrics: Any,
+    confusion: Any,
+) -> str:
+    """Evaluate a model directory on ``splits/test.csv`` (and ``blind.csv``) into the step's KFP artifacts.
+
+    Writes ``evaluation.json`` and friends into ``evaluation``, ``source.json`` (which model artifact was
+    evaluated, so selection can copy the winner), the headline metrics and the confusion matrix; returns the
+    evaluation artifact's URI.
+    """
+    from pathlib import Path
+
+    from prompt_sentinel.data import read_split
+    from prompt_sentinel.evaluation import evaluate_model
+
+    blind_csv = Path(splits_path) / "blind.csv"
+    result = evaluate_model(
+        model_path,
+        read_split(splits_path, "test"),
+        cfg,
+        blind=read_split(str(blind_csv)) if blind_csv.is_file() else None,
+        out_dir=evaluation.path,
+    )
+    Path(evaluation.path, SOURCE_FILE).write_text(
+        json.dumps({"model": result["model"], "model_uri": model_uri, "evaluation_uri": evaluation.uri})
+    )
+    log_scalars(metrics, {k: result.get(k) for k in HEADLINE_METRICS})
+    log_confusion(confusion, result["labels"], result["metrics"]["confusion_matrix"])
+    seal_metrics(metrics, confusion)
+    evaluation.metadata.update({"model": result["model"], "custom_score": result.get("custom_score")})
+    return evaluation.uri

@@ -25,38 +25,9 @@ def evaluate_candidate(
     confusion: Output[ClassificationMetrics],
 ) -> str:
     """Evaluate ``model`` on ``splits/test.csv`` (blind: ``splits/blind.csv`` if present)."""
-    from components._runtime import (
-        HEADLINE_METRICS,
-        SOURCE_FILE,
-        log_confusion,
-        log_scalars,
-        seal_metrics,
-        stage,
-        stage_config,
-    )
+    from components._runtime import evaluate_into, stage, stage_config
 
     name = str(model.metadata.get("model_type") or "model")
     with stage(f"evaluate[{name}]", results_uri):
-        import json
-        from pathlib import Path
-
-        from prompt_sentinel.data import read_split
-        from prompt_sentinel.evaluation import evaluate_model
-
         cfg = stage_config(config_json)
-        blind_csv = Path(splits.path) / "blind.csv"
-        result = evaluate_model(
-            model.path,
-            read_split(splits.path, "test"),
-            cfg,
-            blind=read_split(str(blind_csv)) if blind_csv.is_file() else None,
-            out_dir=evaluation.path,
-        )
-        Path(evaluation.path, SOURCE_FILE).write_text(
-            json.dumps({"model": result["model"], "model_uri": model.uri, "evaluation_uri": evaluation.uri})
-        )
-        log_scalars(metrics, {k: result.get(k) for k in HEADLINE_METRICS})
-        log_confusion(confusion, result["labels"], result["metrics"]["confusion_matrix"])
-        seal_metrics(metrics, confusion)
-        evaluation.metadata.update({"model": result["model"], "custom_score": result.get("custom_score")})
-        return evaluation.uri
+        return evaluate_into(cfg, model.path, model.uri, splits.path, evaluation, metrics, confusion)

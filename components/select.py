@@ -1,7 +1,7 @@
 """Stage 6 — select: quality gates, ranking and the champion-vs-challenger rule over every evaluation.
 
 Inputs are the classical evaluations (``dsl.Collected`` from the fan-out) and, when the transformer branch ran,
-its evaluation URI (``dsl.OneOf``; empty otherwise). When the registry already has a ``champion`` for
+its evaluation URI and the ensemble's (``dsl.OneOf``; empty otherwise). When the registry already has a ``champion`` for
 ``model_name`` it is re-evaluated on this run's test split, so the comparison is paired on the same prompts.
 
 Outputs: ``selection`` (``selection.json``, ``results.csv``, ``report.html``, ``candidates.json``, the
@@ -30,6 +30,7 @@ def select_model(
     report: Output[HTML],
     summary: Output[Markdown],
     metrics: Output[Metrics],
+    ensemble_evaluation: str = "",
 ) -> bool:
     """Pick the model to promote (if any) and copy it to ``champion``."""
     from components._runtime import stage, stage_config
@@ -49,7 +50,7 @@ def select_model(
         cfg = stage_config(config_json, registry_root=registry_root, model_name=model_name)
         out = Path(selection.path)
         out.mkdir(parents=True, exist_ok=True)
-        locations = [e.path for e in evaluations] + ([transformer_evaluation] if transformer_evaluation else [])
+        locations = [e.path for e in evaluations] + [u for u in (transformer_evaluation, ensemble_evaluation) if u]
         candidates, sources = [], {}
         for location in locations:
             evaluation = read_json(storage.join(location, "evaluation.json"))

@@ -1,5 +1,5 @@
 """The training pipeline: validate → split → balance report → train (classical fan-out, optional GPU
-transformer) → evaluate → select → [promoted] push → deploy, inside an exit handler that records the outcome.
+transformer + ensemble) → evaluate → select → [promoted] push → deploy, inside an exit handler that records the outcome.
 
 Shape decisions (each one forced by running the same pipeline under ``kfp.local`` and on a cluster):
 
@@ -8,6 +8,11 @@ Shape decisions (each one forced by running the same pipeline under ``kfp.local`
 * the transformer branch is ``dsl.If``/``dsl.Else`` on :func:`plan_transformer` (``train_transformer`` or
   ``"transformer"`` in ``models``); its evaluation reaches selection as a URI through ``dsl.OneOf`` over
   parameters (``kfp.local`` resolves ``OneOf`` for parameters, not artifacts);
+* after both branches, :func:`ensemble_candidate` takes the ``dsl.Collected`` classical models and the
+  transformer's evaluation URI (the same ``dsl.OneOf``; its ``source.json`` names the transformer model), builds a
+  soft-voting ensemble tuned on the validation split and evaluates it. It returns an empty URI when the
+  transformer branch was skipped or ``training.ensemble.enabled`` is false: the compiler refuses
+  ``dsl.Collected`` inside a condition group, so the step cannot sit in the branch itself;
 * push and deploy sit under ``dsl.If(select.outputs["Output"] == True)``: selection returns ``promoted``.
 
 Compile-time settings come from ``cfg.pipeline`` (:func:`build_pipeline`): GPU accelerator and node pool,
@@ -23,6 +28,7 @@ from kfp.dsl import PipelineTask
 
 from components.balance import balance_report
 from components.deploy import deploy_model_version
+from components.ensemble import ensemble_candidate
 from components.evaluate import evaluate_candidate
 from components.plan import no_transformer, plan_classical, plan_transformer
 from components.push import push_model_version
@@ -55,6 +61,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "train-transformer": ("4", "16Gi"),
     "evaluate": ("2", "4Gi"),
     "evaluate-transformer": ("4", "8Gi"),
+    "ensemble": ("4", "8Gi"),
     "select": ("1", "4Gi"),
     "push": ("500m", "2Gi"),
     "deploy": ("500m", "1Gi"),
@@ -169,6 +176,16 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
                 skipped = no_transformer()
                 _settle(skipped, "plan", "no transformer", cache=True)
 
+            transformer_evaluation = dsl.OneOf(transformer_eval.outputs["Output"], skipped.output)
+            ensemble = ensemble_candidate(
+                config_json=config_json,
+                results_uri=results_uri,
+                splits=splits,
+                classical=dsl.Collected(train.outputs["model"]),
+                transformer_evaluation=transformer_evaluation,
+            )
+            _settle(ensemble, "ensemble", "ensemble transformer + classical, evaluate", cache=True)
+
             select = select_model(
                 config_json=config_json,
                 registry_root=registry_root,
@@ -176,7 +193,8 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
                 results_uri=results_uri,
                 splits=splits,
                 evaluations=dsl.Collected(evaluation.outputs["evaluation"]),
-                transformer_evaluation=dsl.OneOf(transformer_eval.outputs["Output"], skipped.output),
+                transformer_evaluation=transformer_evaluation,
+                ensemble_evaluation=ensemble.outputs["Output"],
             )
             _settle(select, "select", "select champion", cache=False)
 

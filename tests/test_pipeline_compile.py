@@ -21,6 +21,7 @@ STAGES = {
     "train-classical-model",
     "train-transformer-model",
     "evaluate-candidate",
+    "ensemble-candidate",
     "select-model",
     "push-model-version",
     "deploy-model-version",
@@ -142,6 +143,13 @@ def test_control_flow(compiled) -> None:
     loop_owner = tasks["train-classical-model"][0].removeprefix("comp-")
     loop = tasks[loop_owner][1]
     assert "plan-classical-Output" in loop["parameterIterator"]["items"]["inputParameter"]
+    # the ensemble step sits after both branches: the collected classical models plus the transformer's evaluation
+    # URI (the branch's OneOf), and selection takes its evaluation URI
+    ensemble = tasks["ensemble-candidate"][1]
+    assert ensemble["inputs"]["artifacts"]["classical"]["taskOutputArtifact"]["producerTask"].startswith("for-loop")
+    assert "transformer_evaluation" in ensemble["inputs"]["parameters"]
+    select_inputs = tasks["select-model"][1]["inputs"]["parameters"]
+    assert select_inputs["ensemble_evaluation"]["taskOutputParameter"]["producerTask"] == "ensemble-candidate"
     # push and deploy only when selection promoted a model
     push_owner = tasks["push-model-version"][0].removeprefix("comp-")
     assert tasks["deploy-model-version"][0].removeprefix("comp-") == push_owner

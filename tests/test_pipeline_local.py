@@ -127,22 +127,41 @@ def test_second_run_reuses_cached_steps_and_keeps_the_champion(full_run, demo_cs
     assert [v.version for v in registry.list_versions(first.push["name"])] == [1]
 
 
-def test_no_model_passing_the_gates_ends_cleanly(tmp_path: Path, demo_csv: Path) -> None:
+# A few optimizer steps on short inputs: the transformer branch and the ensemble run for real, in seconds.
+TINY_TRANSFORMER = [
+    "transformer.max_steps=3",
+    "transformer.max_length=32",
+    "transformer.batch_size=8",
+    "transformer.eval_batch_size=32",
+]
+
+
+def test_transformer_branch_and_ensemble_compete_and_nothing_passing_the_gates_ends_cleanly(
+    tmp_path: Path, demo_csv: Path
+) -> None:
     output = tmp_path / "out"
+    settings = [*FAST, *NO_EXTRAS, *TINY_TRANSFORMER, "gates.min_custom_score=0.999", f"registry.cache_dir={tmp_path}"]
     result = CliRunner().invoke(
         app,
         [
             "run",
             "--data", str(demo_csv),
-            "--models", "complement_nb",
+            "--models", "complement_nb,transformer",
             "--output", str(output),
-            *[arg for item in [*FAST, *NO_EXTRAS, "gates.min_custom_score=0.999", f"registry.cache_dir={tmp_path}"]
-              for arg in ("--set", item)],
+            *[arg for item in settings for arg in ("--set", item)],
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "no promotion" in result.output
     assert "custom_score" in result.output
+    selection = json.loads((output / "results" / "selection.json").read_text())
+    assert {g["model"] for g in selection["gates"]} == {"complement_nb", "transformer", "ensemble"}
+    root = output / "pipeline_root"
+    ensembles = [p for p in root.rglob("ensemble-candidate/model") if (p / "sentinel_model.json").is_file()]
+    assert ensembles, "the ensemble step wrote no model"
+    descriptor = json.loads((ensembles[0] / "sentinel_model.json").read_text())
+    assert descriptor["family"] == "ensemble"
+    assert sorted(m["model_type"] for m in descriptor["params"]["members"]) == ["complement_nb", "transformer"]
     assert not (output / "registry").exists() or not any((output / "registry").iterdir())
     assert not (output / "results" / "push_result.json").exists()
     status = json.loads((output / "results" / "run_status.json").read_text())

@@ -297,7 +297,7 @@ def build_ensemble(
         score = security_score(y, labels, cfg.labels.roles, blended.shape[1])
         descriptor = ModelDescriptor(
             family=ENSEMBLE_FAMILY,
-            model_type="soft_voting",
+            model_type=ENSEMBLE_FAMILY,
             labels=cfg.labels,
             decision=decision,
             params={
@@ -312,6 +312,7 @@ def build_ensemble(
                     }
                     for name, model, weight, uri in zip(member_names, models, best.weights, member_uris, strict=True)
                 ],
+                "method": "soft_voting",
                 "weight_step": step,
             },
         )
