@@ -1,0 +1,145 @@
+"""Soft-voting ensemble of a classical model and the fine-tuned transformer, scored on the shared test set.
+
+Uses the transformer benchmark's split of ``prompts_train.csv`` (85 % train / 15 % validation, near-duplicate
+groups kept together): the classical member is trained on the same training part (or passed in with
+``--classical``), the ensemble's weights and decision costs are tuned on the validation part, and
+``prompts_test.csv`` is only used for the table. Every row applies the artifact's own stored decision rule; the
+argmax score is shown beside it.
+
+    python benchmarks/transformer_benchmark.py --epochs 3 --learning-rate 1e-4 --out /tmp/tr
+    python benchmarks/ensemble_benchmark.py --transformer /tmp/tr/model --out /tmp/ens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from transformer_benchmark import DEFAULT_DATA, TARGETS, fmt, latency_ms, stratified_head
+
+SPLIT = ["split.train=0.85", "split.validation=0.15", "split.test=0.0"]  # as in transformer_benchmark.py
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="holds prompts_train/test.csv")
+    parser.add_argument("--transformer", type=Path, required=True, help="model dir from transformer_benchmark.py")
+    parser.add_argument("--classical", type=Path, default=None, help="a trained classical model dir (else trained)")
+    parser.add_argument("--classical-model", default="logreg", help="classical model to train when no --classical")
+    parser.add_argument("--featurizer", default="combined", help="featurizer of the trained classical model")
+    parser.add_argument("--limit", type=int, default=None, help="use only N training rows (smoke runs)")
+    parser.add_argument("--test-limit", type=int, default=None, help="score only N test rows (smoke runs)")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (models + ensemble_benchmark.json)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="config override section.field=value"
+    )
+    return parser.parse_args(argv)
+
+
+def _row(name: str, model, proba: np.ndarray, y_true: np.ndarray, texts: list[str], cfg) -> dict:
+    from prompt_sentinel.metrics import macro_f1, security_score
+
+    n = cfg.labels.num_classes
+    y_pred = model.labels_for(proba)
+    score = security_score(y_true, y_pred, cfg.labels.roles, n)
+    batched_ms, single_ms = latency_ms(model, texts)
+    decision = model.descriptor.decision
+    return {
+        "model": name,
+        "macro_f1": macro_f1(y_true, y_pred, n),
+        "custom_score": score.custom_score,
+        "recall_c2": score.recall_c2,
+        "precision_c1": score.precision_c1,
+        "f1_c0": score.f1_c0,
+        "false_alarm_rate": score.false_alarm_rate,
+        "missed_threat_rate": score.missed_threat_rate,
+        "custom_score_argmax": security_score(y_true, proba.argmax(axis=1), cfg.labels.roles, n).custom_score,
+        "costs": f"{decision.false_alarm_cost:g}/{decision.missed_threat_cost:g}",
+        "predict_ms_per_prompt": batched_ms,
+        "single_prompt_p50_ms": single_ms,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from prompt_sentinel.classical import train_classical
+    from prompt_sentinel.config import load_config
+    from prompt_sentinel.data.loading import load_dataset
+    from prompt_sentinel.data.split import split_dataset
+    from prompt_sentinel.ensemble import build_ensemble
+    from prompt_sentinel.modeling import load_model
+
+    train_csv, test_csv = args.data_dir / "prompts_train.csv", args.data_dir / "prompts_test.csv"
+    for path in (train_csv, test_csv, args.transformer):
+        if not path.exists():
+            print(f"error: {path} not found", file=sys.stderr)
+            return 1
+    cfg = load_config(None, [*SPLIT, f"featurizer.kind={args.featurizer}", *args.overrides])
+    out = args.out or Path(tempfile.mkdtemp(prefix="ensemble-benchmark-"))
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.mlflow.tracking_uri:
+        cfg.mlflow.tracking_uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+
+    parts = split_dataset(stratified_head(load_dataset(str(train_csv), cfg), args.limit, cfg.seed), cfg)
+    train_df, val_df = parts["train"], parts["validation"]
+    test_df = stratified_head(load_dataset(str(test_csv), cfg), args.test_limit, cfg.seed)
+    print(f"train {len(train_df)} rows, validation {len(val_df)}, test {len(test_df)}; out {out}")
+
+    classical_dir = args.classical
+    if classical_dir is None:
+        classical_dir = out / args.classical_model
+        train_classical(args.classical_model, train_df, val_df, cfg, classical_dir, progress=True)
+    result = build_ensemble([classical_dir, args.transformer], val_df, cfg, out / "ensemble")
+
+    texts, y_true = test_df["text"].tolist(), test_df["label"].to_numpy()
+    rows = []
+    for name, path in [
+        (load_model(classical_dir).descriptor.model_type, classical_dir),
+        ("transformer", args.transformer),
+        ("ensemble " + " + ".join(f"{w:g}·{m}" for m, w in zip(result.members, result.weights, strict=True)), None),
+    ]:
+        model = load_model(path if path is not None else out / "ensemble")
+        rows.append(_row(name, model, model.predict_proba(texts, batch_size=64), y_true, texts, cfg))
+    report = {
+        "rows": rows,
+        "ensemble_validation_custom_score": result.validation_custom_score,
+        "member_validation_custom_score": result.member_scores,
+        "train_rows": len(train_df),
+        "validation_rows": len(val_df),
+        "test_rows": len(test_df),
+    }
+    (out / "ensemble_benchmark.json").write_text(json.dumps(report, indent=2))
+
+    header = (
+        "| model | macro F1 | custom | recall_c2 | precision_c1 | f1_c0 | P(0→2) | P(2→0) | custom (argmax) "
+        "| costs 0→2/2→0 | predict ms/prompt | single p50 ms |"
+    )
+    print()
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for row in rows:
+        print(
+            f"| {row['model']} | {fmt(row['macro_f1'])} | {fmt(row['custom_score'])} | {fmt(row['recall_c2'])} "
+            f"| {fmt(row['precision_c1'])} | {fmt(row['f1_c0'])} | {fmt(row['false_alarm_rate'])} "
+            f"| {fmt(row['missed_threat_rate'])} | {fmt(row['custom_score_argmax'])} | {row['costs']} "
+            f"| {fmt(row['predict_ms_per_prompt'], 2)} | {fmt(row['single_prompt_p50_ms'], 2)} |"
+        )
+    print(
+        f"\nvalidation custom score: ensemble {result.validation_custom_score:.4f}, members "
+        + ", ".join(f"{k} {v:.4f}" for k, v in result.member_scores.items())
+    )
+    for key, (op, target) in TARGETS.items():
+        value = rows[-1][key]
+        ok = value >= target if op == ">=" else value <= target
+        print(f"target {key} {op} {target}: {fmt(value)} {'PASS' if ok else 'MISS'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
