@@ -20,6 +20,7 @@ from components._base import sentinel_component
 @sentinel_component()
 def ensemble_candidate(
     config_json: str,
+    mlflow_uri: str,
     results_uri: str,
     splits: Input[Dataset],
     classical: Input[list[Model]],
@@ -30,7 +31,15 @@ def ensemble_candidate(
     confusion: Output[ClassificationMetrics],
 ) -> str:
     """Build the ensemble of ``classical`` + the transformer and evaluate it on the test split."""
-    from components._runtime import SOURCE_FILE, evaluate_into, read_json, seal_metrics, stage, stage_config
+    from components._runtime import (
+        SOURCE_FILE,
+        evaluate_into,
+        read_json,
+        seal_metrics,
+        stage,
+        stage_config,
+        tracking_dir_for,
+    )
 
     with stage("ensemble", results_uri):
         import json
@@ -40,7 +49,7 @@ def ensemble_candidate(
         from prompt_sentinel.data import read_split
         from prompt_sentinel.ensemble import ENSEMBLE_FAMILY, build_ensemble
 
-        cfg = stage_config(config_json)
+        cfg = stage_config(config_json, mlflow_uri=mlflow_uri)
         skipped = None
         if not transformer_evaluation:
             skipped = "the transformer branch did not run"
@@ -56,7 +65,13 @@ def ensemble_candidate(
             return ""
         transformer = read_json(storage.join(transformer_evaluation, SOURCE_FILE))["model_uri"]
         members = [m.path for m in classical] + [transformer]
-        result = build_ensemble(members, read_split(splits.path, "validation"), cfg, model.path)
+        result = build_ensemble(
+            members,
+            read_split(splits.path, "validation"),
+            cfg,
+            model.path,
+            tracking_dir=tracking_dir_for(model.uri, model.path),
+        )
         model.metadata.update(
             {
                 "model_type": ENSEMBLE_FAMILY,

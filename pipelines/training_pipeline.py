@@ -179,12 +179,14 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
             transformer_evaluation = dsl.OneOf(transformer_eval.outputs["Output"], skipped.output)
             ensemble = ensemble_candidate(
                 config_json=config_json,
+                mlflow_uri=mlflow_uri,
                 results_uri=results_uri,
                 splits=splits,
                 classical=dsl.Collected(train.outputs["model"]),
                 transformer_evaluation=transformer_evaluation,
             )
             _settle(ensemble, "ensemble", "ensemble transformer + classical, evaluate", cache=True)
+            _mlflow_token(ensemble, pcfg.mlflow_secret)
 
             select = select_model(
                 config_json=config_json,

@@ -37,6 +37,11 @@ from prompt_sentinel.text import normalize_text
 ROLES = LabelRoles(benign=0, suspicious=1, malicious=2)
 
 
+def _cfg(*overrides: str):
+    """Config without MLflow: only the tracking test needs a run, and each one costs seconds."""
+    return load_config(None, ["mlflow.enabled=false", *overrides])
+
+
 # --- pure logic ---------------------------------------------------------------------------------------------
 
 
@@ -119,7 +124,7 @@ def members(demo_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[l
 
 def test_build_load_and_predict_like_the_weighted_members(members, tmp_path: Path) -> None:
     dirs, val = members
-    cfg = load_config()
+    cfg = _cfg()
     result = build_ensemble(dirs, val, cfg, tmp_path / "ensemble")
     assert result.members == ["logreg", "complement_nb"]
     assert sum(result.weights) == pytest.approx(1.0) and min(result.weights) >= cfg.training.ensemble.weight_step
@@ -141,7 +146,7 @@ def test_build_load_and_predict_like_the_weighted_members(members, tmp_path: Pat
 def test_a_changed_byte_in_a_member_is_refused(members, tmp_path: Path) -> None:
     dirs, val = members
     out = tmp_path / "ensemble"
-    build_ensemble(dirs, val, load_config(), out)
+    build_ensemble(dirs, val, _cfg(), out)
     member_file = out / "members" / "complement_nb" / "model.skops"
     data = bytearray(member_file.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -153,7 +158,7 @@ def test_a_changed_byte_in_a_member_is_refused(members, tmp_path: Path) -> None:
 def test_descriptor_member_paths_must_stay_inside_the_artifact(members, tmp_path: Path) -> None:
     dirs, val = members
     out = tmp_path / "ensemble"
-    build_ensemble(dirs, val, load_config(), out)
+    build_ensemble(dirs, val, _cfg(), out)
     descriptor = json.loads((out / DESCRIPTOR_NAME).read_text())
     descriptor["params"]["members"][0]["path"] = "../../somewhere"
     (out / DESCRIPTOR_NAME).write_text(json.dumps(descriptor))
@@ -165,7 +170,7 @@ def test_descriptor_member_paths_must_stay_inside_the_artifact(members, tmp_path
 def test_ensemble_to_gcs_and_back(members, gcs_bucket: str) -> None:
     dirs, val = members
     uri = f"gs://{gcs_bucket}/models/ensemble"
-    result = build_ensemble(dirs, val, load_config(), uri)
+    result = build_ensemble(dirs, val, _cfg(), uri)
     assert result.model_dir == uri
     texts = val["text"].head(5).tolist()
     again = load_model(uri)
@@ -176,7 +181,7 @@ def test_ensemble_to_gcs_and_back(members, gcs_bucket: str) -> None:
 
 def _expect_error(dirs: list, val: pd.DataFrame, out: Path, match: str, *overrides: str) -> None:
     with pytest.raises(TrainingError, match=match):
-        build_ensemble(dirs, val, load_config(None, list(overrides)), out)
+        build_ensemble(dirs, val, _cfg(*overrides), out)
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
 
@@ -195,7 +200,7 @@ def test_bad_input_is_refused_and_nothing_is_written(members, tmp_path: Path) ->
     two_labels.append("labels.malicious=unsafe")
     expected = r"trained for labels \['benign', 'suspicious', 'malicious'\].*\['safe', 'unsafe'\]"
     _expect_error(dirs, val[val["label"] < 2], out, expected, *two_labels)
-    build_ensemble(dirs, val, load_config(), tmp_path / "first")
+    build_ensemble(dirs, val, _cfg(), tmp_path / "first")
     _expect_error([tmp_path / "first", dirs[0]], val, out, "is itself an ensemble")
 
 
@@ -205,8 +210,32 @@ def test_cli_builds_an_ensemble(members, tmp_path: Path) -> None:
     val.to_csv(val_csv, index=False)
     out = tmp_path / "ensemble"
     args = ["ensemble", "--member", str(dirs[0]), "--member", str(dirs[1]), "--name", "words", "--name", "chars"]
-    result = CliRunner().invoke(app, [*args, "--val", str(val_csv), "--out", str(out)])
+    result = CliRunner().invoke(app, [*args, "--val", str(val_csv), "--out", str(out), "--set", "mlflow.enabled=false"])
     assert result.exit_code == 0, result.output
     assert "custom_score" in result.output and f"model written to {out}" in result.output
     assert [m.descriptor.model_type for m in load_model(out).members] == ["logreg", "complement_nb"]
     assert sorted(p.name for p in (out / "members").iterdir()) == ["chars", "words"]
+
+
+def test_mlflow_run_and_registry_push(members, tmp_path: Path) -> None:
+    import mlflow
+
+    from prompt_sentinel.registry import ModelRegistry
+
+    dirs, val = members
+    cfg = load_config(None, [f"registry.root={tmp_path / 'registry'}", f"registry.cache_dir={tmp_path / 'cache'}"])
+    result = build_ensemble(dirs, val, cfg, tmp_path / "models" / "ensemble")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'models' / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert [r.info.run_name for r in runs] == ["ensemble"]
+    run = runs[0]
+    assert run.data.metrics["val_custom_score"] == pytest.approx(result.validation_custom_score)
+    assert run.data.params["members"] == "logreg,complement_nb"
+    assert float(run.data.params["weight.logreg"]) == result.weights[0]
+
+    pushed = ModelRegistry(cfg.registry.root, cfg).push(tmp_path / "models" / "ensemble", name="sentinel-ensemble")
+    assert pushed.metadata["family"] == "ensemble"
+    texts = val["text"].head(8).tolist()
+    np.testing.assert_allclose(
+        load_model(pushed.uri).predict_proba(texts), load_model(result.model_dir).predict_proba(texts), atol=1e-6
+    )

@@ -148,7 +148,7 @@ def test_ensemble_of_both_families_round_trip_over_http(
 
     root = tmp_path_factory.mktemp("ensemble")
     minilm = build_minilm_demo_model(root / "minilm")
-    cfg = load_config()
+    cfg = load_config(None, ["mlflow.enabled=false"])
     validation = split_dataset(load_dataset(str(demo_csv), cfg), cfg)["validation"]
     result = build_ensemble([tiny_model_dir, minilm], validation, cfg, root / "ensemble")
     with running_server(str(result.model_dir), "ensemble", timeout=300) as url:

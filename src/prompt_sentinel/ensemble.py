@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prompt_sentinel import storage
+from prompt_sentinel import storage, tracking
 from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
 from prompt_sentinel.config import DecisionConfig, LabelRoles, SentinelConfig
 from prompt_sentinel.decision import assign_labels, tune_costs
@@ -250,11 +250,13 @@ def build_ensemble(
     cfg: SentinelConfig,
     out_dir: str | Path,
     names: Sequence[str] | None = None,
+    tracking_dir: str | Path | None = None,
 ) -> EnsembleResult:
     """Search member weights and decision costs on ``validation`` and write the ensemble artifact.
 
     Members are model directories (local or gs://) trained on the same labels and **not** on ``validation``.
-    Nothing is written when any check fails.
+    Nothing is written when any check fails. Like the trainers, it logs an MLflow run (members, weights, costs,
+    validation scores, the artifact) to ``cfg.mlflow.tracking_uri`` or a SQLite store in ``tracking_dir``.
     """
     started = time.perf_counter()
     step = cfg.training.ensemble.weight_step
@@ -343,6 +345,7 @@ def build_ensemble(
             with storage.atomic_output_dir(out) as tmp:
                 fill(tmp)
             model_dir = Path(out)
+    _track(cfg, model_dir, tracking_dir, member_names, best, score.custom_score, member_scores, validation)
     log.info(
         "ensemble: weights %s, costs %s/%s, validation custom score %.4f (members: %s)",
         dict(zip(member_names, best.weights, strict=True)),
@@ -362,3 +365,43 @@ def build_ensemble(
         trials=trials,
         seconds=time.perf_counter() - started,
     )
+
+
+def _track(
+    cfg: SentinelConfig,
+    model_dir: Path | str,
+    tracking_dir: str | Path | None,
+    member_names: list[str],
+    best: WeightTrial,
+    validation_score: float,
+    member_scores: dict[str, float],
+    validation: pd.DataFrame,
+) -> None:
+    run_dir = Path(tracking_dir) if tracking_dir else tracking.default_tracking_dir(str(model_dir))
+    tags = {
+        "model_type": ENSEMBLE_FAMILY,
+        "family": ENSEMBLE_FAMILY,
+        "validation_sha256": tracking.dataset_sha256(validation),
+        "git_commit": tracking.git_commit(),
+    }
+    with tracking.start_run(cfg, ENSEMBLE_FAMILY, run_dir, tags) as run:
+        if run is None:
+            return
+        tracking.log_params(
+            {
+                "members": ",".join(member_names),
+                "weight_step": cfg.training.ensemble.weight_step,
+                **{f"weight.{name}": w for name, w in zip(member_names, best.weights, strict=True)},
+            }
+        )
+        tracking.log_metrics(
+            {
+                "val_custom_score": validation_score,
+                "val_custom_score_argmax": best.argmax_custom_score,
+                "false_alarm_cost": best.false_alarm_cost,
+                "missed_threat_cost": best.missed_threat_cost,
+                **{f"member_val_custom_score.{name}": v for name, v in member_scores.items()},
+            }
+        )
+        with tempfile.TemporaryDirectory() as staged:
+            tracking.log_artifact_dir(storage.download_to_local(str(model_dir), cache_dir=staged), "model")
