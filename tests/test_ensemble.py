@@ -233,8 +233,12 @@ def test_mlflow_run_and_registry_push(members, tmp_path: Path) -> None:
     assert run.data.params["members"] == "logreg,complement_nb"
     assert float(run.data.params["weight.logreg"]) == result.weights[0]
 
-    pushed = ModelRegistry(cfg.registry.root, cfg).push(tmp_path / "models" / "ensemble", name="sentinel-ensemble")
+    registry = ModelRegistry(cfg.registry.root, cfg)
+    pushed = registry.push(tmp_path / "models" / "ensemble", name="sentinel-ensemble")
     assert pushed.metadata["family"] == "ensemble"
+    card = (tmp_path / "registry" / "sentinel-ensemble" / "v1" / "model_card.md").read_text()
+    assert "## Ensemble members" in card
+    assert f"| logreg | sklearn / logreg | {result.weights[0]} |" in card
     texts = val["text"].head(8).tolist()
     np.testing.assert_allclose(
         load_model(pushed.uri).predict_proba(texts), load_model(result.model_dir).predict_proba(texts), atol=1e-6

@@ -248,7 +248,22 @@ def render_model_card(metadata: Mapping[str, Any], limitations: Iterable[str] = 
             lines += [note, ""]
         lines += _table([(k, v.format()) for k, v in sorted(sections[title].items())], ("metric", "value"))
 
-    params = metadata.get("params") or {}
+    params = dict(metadata.get("params") or {})
+    members = params.pop("members", None)
+    if isinstance(members, list) and members:
+        lines += ["", "## Ensemble members", ""]
+        lines += [
+            "Soft voting: the probabilities are the weighted average of the members' (weights and decision costs "
+            "tuned together on the validation split). Each member is a complete model directory inside this one.",
+            "",
+            "| member | family / type | weight |",
+            "|---|---|---:|",
+        ]
+        lines += [
+            f"| {m.get('name', '?')} | {m.get('family', '?')} / {m.get('model_type', '?')} | {m.get('weight', '?')} |"
+            for m in members
+            if isinstance(m, Mapping)
+        ]
     if params:
         lines += ["", "## Hyperparameters", ""]
         lines += _table([(str(k), f"`{v}`") for k, v in sorted(params.items())], ("parameter", "value"))
