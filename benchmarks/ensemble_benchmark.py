@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from transformer_benchmark import DEFAULT_DATA, TARGETS, fmt, latency_ms, stratified_head
+from transformer_benchmark import DEFAULT_DATA, TARGETS, fmt, latency_ms, print_table, stratified_head
 
 SPLIT = ["split.train=0.85", "split.validation=0.15", "split.test=0.0"]  # as in transformer_benchmark.py
 
@@ -116,20 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "ensemble_benchmark.json").write_text(json.dumps(report, indent=2))
 
-    header = (
-        "| model | macro F1 | custom | recall_c2 | precision_c1 | f1_c0 | P(0→2) | P(2→0) | custom (argmax) "
-        "| costs 0→2/2→0 | predict ms/prompt | single p50 ms |"
+    columns = ["model", "macro F1", "custom", "recall_c2", "precision_c1", "f1_c0", "P(0→2)", "P(2→0)"]
+    columns += ["custom (argmax)", "costs 0→2/2→0", "predict ms/prompt", "single p50 ms"]
+    metric_keys = ["macro_f1", "custom_score", "recall_c2", "precision_c1", "f1_c0", "false_alarm_rate"]
+    metric_keys += ["missed_threat_rate", "custom_score_argmax"]
+    print_table(
+        columns,
+        [
+            [
+                row["model"],
+                *(fmt(row[k]) for k in metric_keys),
+                row["costs"],
+                fmt(row["predict_ms_per_prompt"], 2),
+                fmt(row["single_prompt_p50_ms"], 2),
+            ]
+            for row in rows
+        ],
     )
-    print()
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for row in rows:
-        print(
-            f"| {row['model']} | {fmt(row['macro_f1'])} | {fmt(row['custom_score'])} | {fmt(row['recall_c2'])} "
-            f"| {fmt(row['precision_c1'])} | {fmt(row['f1_c0'])} | {fmt(row['false_alarm_rate'])} "
-            f"| {fmt(row['missed_threat_rate'])} | {fmt(row['custom_score_argmax'])} | {row['costs']} "
-            f"| {fmt(row['predict_ms_per_prompt'], 2)} | {fmt(row['single_prompt_p50_ms'], 2)} |"
-        )
     print(
         f"\nvalidation custom score: ensemble {result.validation_custom_score:.4f}, members "
         + ", ".join(f"{k} {v:.4f}" for k, v in result.member_scores.items())

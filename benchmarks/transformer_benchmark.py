@@ -101,6 +101,15 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table (what the closing notes and the README quote)."""
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -184,21 +193,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "benchmark.json").write_text(json.dumps(row, indent=2))
 
-    header = (
-        "| model | label rule | macro F1 | custom | recall_c2 | precision_c1 | f1_c0 | P(0→2) | P(2→0) | train s "
-        "| predict ms/prompt | single p50 ms | samples/s |"
+    columns = ["model", "label rule", "macro F1", "custom", "recall_c2", "precision_c1", "f1_c0", "P(0→2)", "P(2→0)"]
+    columns += ["train s", "predict ms/prompt", "single p50 ms", "samples/s"]
+    metric_keys = ["macro_f1", "custom_score", "recall_c2", "precision_c1", "f1_c0"]
+    metric_keys += ["false_alarm_rate", "missed_threat_rate"]
+    print_table(
+        columns,
+        [
+            [
+                "transformer (MiniLM-L6)",
+                shown["rule"],
+                *(fmt(shown[k]) for k in metric_keys),
+                fmt(row["train_seconds"], 1),
+                fmt(batched_ms, 2),
+                fmt(single_ms, 2),
+                fmt(row["samples_per_second"], 1),
+            ]
+            for shown in rows
+        ],
     )
-    print()
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for shown in rows:
-        print(
-            f"| transformer (MiniLM-L6) | {shown['rule']} | {fmt(shown['macro_f1'])} | {fmt(shown['custom_score'])} "
-            f"| {fmt(shown['recall_c2'])} | {fmt(shown['precision_c1'])} | {fmt(shown['f1_c0'])} "
-            f"| {fmt(shown['false_alarm_rate'])} | {fmt(shown['missed_threat_rate'])} "
-            f"| {fmt(row['train_seconds'], 1)} | {fmt(batched_ms, 2)} | {fmt(single_ms, 2)} "
-            f"| {fmt(row['samples_per_second'], 1)} |"
-        )
     print(
         f"\ndevice {row['device']}, precision {row['precision']}, torch threads {row['torch_threads']}, "
         f"peak GPU memory {fmt(row['peak_gpu_memory_mb'], 0)} MB, best step {row['best_step']}/"

@@ -212,20 +212,10 @@ class EnsembleResult:
 
 
 def _check_validation(df: Any, cfg: SentinelConfig) -> tuple[list[str], np.ndarray]:
-    if not isinstance(df, pd.DataFrame) or df.empty:
-        raise TrainingError("ensemble: the validation data is empty; weights and costs are tuned on it")
-    missing = [c for c in ("text", "label") if c not in df.columns]
-    if missing:
-        raise TrainingError(f"ensemble: validation data lacks column(s) {missing}; got {list(df.columns)}")
-    y = pd.to_numeric(df["label"], errors="coerce")
-    n = cfg.labels.num_classes
-    bad = df.index[y.isna() | (y < 0) | (y >= n) | (y % 1 != 0)]
-    if len(bad):
-        raise TrainingError(
-            f"ensemble: validation column 'label' must hold class ids 0..{n - 1}; found {df.loc[bad[0], 'label']} "
-            f"at row index {bad[0]}"
-        )
-    return [str(t) for t in df["text"]], y.to_numpy(dtype=np.int64)
+    from prompt_sentinel.data.loading import check_labelled_frame
+
+    check_labelled_frame(df, cfg, "ensemble validation data (weights and costs are tuned on it)", TrainingError)
+    return df["text"].tolist(), df["label"].to_numpy(dtype=np.int64)
 
 
 def _member_names(models: Sequence[SentinelModel], names: Sequence[str] | None) -> list[str]:

@@ -37,7 +37,7 @@ import pandas as pd
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import sha256_bytes
 from prompt_sentinel.config import SentinelConfig
-from prompt_sentinel.errors import DataError, DataValidationError, StorageError
+from prompt_sentinel.errors import DataError, DataValidationError, SentinelError, StorageError
 from prompt_sentinel.text import dedup_key
 
 FindingSeverity = Literal["error", "warning"]
@@ -386,6 +386,27 @@ def parse_label(value: Any, cfg: SentinelConfig) -> int:
     if not 0 <= number < len(names):
         raise ValueError(f"label {value!r} is outside the configured classes; {allowed}")
     return number
+
+
+def check_labelled_frame(df: Any, cfg: SentinelConfig, where: str, error: type[SentinelError] = DataError) -> None:
+    """Raise ``error`` (naming ``where``) unless ``df`` is a non-empty DataFrame of string texts and class ids."""
+    if not isinstance(df, pd.DataFrame):
+        raise error(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in ("text", "label") if c not in df.columns]
+    if missing:
+        raise error(f"{where}: DataFrame lacks column(s) {missing}; got {list(df.columns)}")
+    if df.empty:
+        raise error(f"{where}: the dataset has no rows")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    n = cfg.labels.num_classes
+    bad = df.index[labels.isna() | (labels < 0) | (labels >= n) | (labels % 1 != 0)]
+    if len(bad):
+        raise error(
+            f"{where}: column 'label' must hold class ids 0..{n - 1}; "
+            f"found {df.loc[bad[0], 'label']} at index {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+        )
+    if not df["text"].map(lambda t: isinstance(t, str)).all():
+        raise error(f"{where}: column 'text' must hold strings only")
 
 
 @lru_cache(maxsize=65_536)

@@ -24,7 +24,13 @@ import pandas as pd
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import sha256_bytes
 from prompt_sentinel.config import SentinelConfig
-from prompt_sentinel.data.loading import frame_to_csv_bytes, group_key, read_data_csv, write_output_files
+from prompt_sentinel.data.loading import (
+    check_labelled_frame,
+    frame_to_csv_bytes,
+    group_key,
+    read_data_csv,
+    write_output_files,
+)
 from prompt_sentinel.data.near_duplicates import near_duplicate_groups
 from prompt_sentinel.data.validation import ValidationReport, validate_dataset
 from prompt_sentinel.errors import DataError, DataValidationError
@@ -33,24 +39,6 @@ SPLIT_NAMES = ("train", "validation", "test")
 BLIND = "blind"
 SPLIT_REPORT = "split_report.json"
 SPLIT_SUFFIX = ".csv"
-
-
-def _check_frame(df: pd.DataFrame, cfg: SentinelConfig) -> None:
-    missing = [c for c in ("text", "label") if c not in df.columns]
-    if missing:
-        raise DataError(f"split_dataset: DataFrame lacks column(s) {missing}; got {list(df.columns)}")
-    if df.empty:
-        raise DataError("split_dataset: the dataset has no rows")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    n = cfg.labels.num_classes
-    bad = df.index[labels.isna() | (labels < 0) | (labels >= n) | (labels % 1 != 0)]
-    if len(bad):
-        raise DataError(
-            f"split_dataset: column 'label' must hold class ids 0..{n - 1}; "
-            f"found {df.loc[bad[0], 'label']} at index {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
-        )
-    if not df["text"].map(lambda t: isinstance(t, str)).all():
-        raise DataError("split_dataset: column 'text' must hold strings only")
 
 
 def assign_groups(keys: list[str], labels: list[int], ratios: dict[str, float], seed: int) -> dict[str, str]:
@@ -115,7 +103,7 @@ def split_dataset(df: pd.DataFrame, cfg: SentinelConfig) -> dict[str, pd.DataFra
     Every returned frame has the input's columns, rows in their original order and a fresh index; a split with
     ratio 0 comes back empty.
     """
-    _check_frame(df, cfg)
+    check_labelled_frame(df, cfg, "split_dataset")
     keys = row_groups(df["text"].tolist(), cfg)
     labels = [int(x) for x in df["label"]]
     ratios = {s: float(getattr(cfg.split, s)) for s in SPLIT_NAMES}
