@@ -308,7 +308,8 @@ def test_too_few_rows_per_class_for_the_folds(demo_split, tmp_path):
 def test_labels_outside_the_configured_classes(demo_split, tmp_path):
     train, val = demo_split
     bad = train.assign(label=train["label"].replace({2: 7}))
-    _expect_training_error(bad, val, _cfg(), tmp_path / "m", "logreg", r"label id\(s\) \[7\] outside")
+    expected = r"class ids 0\.\.2 \['benign', 'suspicious', 'malicious'\]; found 7"
+    _expect_training_error(bad, val, _cfg(), tmp_path / "m", "logreg", expected)
 
 
 def test_complement_nb_keeps_tfidf_whatever_the_shared_featurizer(demo_split, tmp_path):

@@ -118,7 +118,7 @@ def test_zero_validation_ratio_and_n_classes() -> None:
 
 
 def test_bad_input_is_refused(cfg: SentinelConfig) -> None:
-    with pytest.raises(DataError, match=r"class ids 0\.\.2; found 5"):
+    with pytest.raises(DataError, match=r"class ids 0\.\.2 \[.*\]; found 5 at index 1"):
         split_dataset(pd.DataFrame({"text": ["a", "b"], "label": [0, 5]}), cfg)
     with pytest.raises(DataError, match=r"lacks column\(s\) \['label'\]"):
         split_dataset(pd.DataFrame({"text": ["a"]}), cfg)

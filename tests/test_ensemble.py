@@ -192,7 +192,7 @@ def test_bad_input_is_refused_and_nothing_is_written(members, tmp_path: Path) ->
     _expect_error(dirs[:1], val, out, "needs at least 2 members, got 1")
     _expect_error(dirs, val.iloc[:0], out, "ensemble validation data.*has no rows")
     _expect_error(dirs, val.drop(columns=["label"]), out, r"lacks column\(s\) \['label'\]")
-    _expect_error(dirs, val.assign(label=7), out, r"class ids 0\.\.2; found 7 at index \d+ and \d+ more")
+    _expect_error(dirs, val.assign(label=7), out, r"class ids 0\.\.2 \[.*\]; found 7 at index \d+ and \d+ more")
     _expect_error(
         dirs * 3, val, out, r"weight_step=0.25 leaves no weight.*6 members", "training.ensemble.weight_step=0.25"
     )

@@ -38,6 +38,7 @@ from prompt_sentinel import storage, tracking
 from prompt_sentinel.balance import balance_features, balanced_sample_weight, check_sampling_targets, class_counts
 from prompt_sentinel.checksums import MANIFEST_NAME
 from prompt_sentinel.config import CLASSICAL_MODELS, SentinelConfig
+from prompt_sentinel.data.loading import check_labelled_frame
 from prompt_sentinel.data.split import row_groups
 from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
@@ -326,24 +327,8 @@ def _min_rows_for_folds(folds: int) -> int:
 
 
 def _check_frame(df: Any, what: str, cfg: SentinelConfig) -> tuple[list[str], np.ndarray]:
-    if not isinstance(df, pd.DataFrame):
-        raise TrainingError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in ("text", "label") if c not in df.columns]
-    if missing:
-        raise TrainingError(f"{what}: missing column(s) {missing}; got {list(df.columns)}")
-    if df.empty:
-        raise TrainingError(f"{what}: no rows")
-    if df["text"].isna().any() or not df["text"].map(lambda t: isinstance(t, str)).all():
-        raise TrainingError(f"{what}: column 'text' must hold strings (load data with load_dataset)")
-    try:
-        labels = df["label"].to_numpy(dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise TrainingError(f"{what}: column 'label' must hold integer class ids ({exc})") from exc
-    n = cfg.labels.num_classes
-    bad = sorted({int(v) for v in labels if not 0 <= v < n})
-    if bad:
-        raise TrainingError(f"{what}: label id(s) {bad} outside the configured classes 0..{n - 1} {cfg.labels.names}")
-    return [normalize_text(t) for t in df["text"]], labels
+    check_labelled_frame(df, cfg, what, TrainingError)
+    return [normalize_text(t) for t in df["text"]], df["label"].to_numpy(dtype=np.int64)
 
 
 def check_training_data(y: np.ndarray, cfg: SentinelConfig) -> None:

@@ -402,7 +402,7 @@ def check_labelled_frame(df: Any, cfg: SentinelConfig, where: str, error: type[S
     bad = df.index[labels.isna() | (labels < 0) | (labels >= n) | (labels % 1 != 0)]
     if len(bad):
         raise error(
-            f"{where}: column 'label' must hold class ids 0..{n - 1}; "
+            f"{where}: column 'label' must hold class ids 0..{n - 1} {cfg.labels.names}; "
             f"found {df.loc[bad[0], 'label']} at index {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
         )
     if not df["text"].map(lambda t: isinstance(t, str)).all():
