@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_ms": batch_ms,
                 "params": result.best_params,
                 "balance": result.balance.get("applied"),
+                "by_source": by_source(test_df, pred, cfg.labels.names),
             }
         )
         print(f"   custom={score.custom_score:.4f} macro_f1={rows[-1]['macro_f1']:.4f}", file=sys.stderr, flush=True)
@@ -149,7 +150,23 @@ def render(rows: list[dict], args: argparse.Namespace, n_train: int, n_test: int
         }
         shown = ", ".join(f"{k} {'met' if ok else 'NOT met'}" for k, ok in met.items())
         lines += ["", f"Best: **{best['model']}** ({best['params']}). Targets: {shown}."]
+        lines += ["", f"Where **{best['model']}**'s test predictions go, by source and true label:", ""]
+        lines += best["by_source"]
     return "\n".join(lines) + "\n"
+
+
+def by_source(test_df, pred: np.ndarray, names: list[str]) -> list[str]:
+    """Markdown rows: for each (source, true label), how many test prompts were predicted as each label."""
+    frame = test_df.assign(predicted=[names[int(p)] for p in pred], true=[names[int(y)] for y in test_df["label"]])
+    if "source" not in frame or frame["source"].eq("").all():
+        frame["source"] = "(no source column)"
+    counts = frame.groupby(["source", "true"])["predicted"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=names, fill_value=0)
+    lines = ["| source | true label | n | " + " | ".join(f"→ {n}" for n in names) + " |"]
+    lines.append("|---|---|---:|" + "---:|" * len(names))
+    for (source, true), row in counts.iterrows():
+        lines.append(f"| {source} | {true} | {int(row.sum())} | " + " | ".join(str(int(v)) for v in row) + " |")
+    return lines
 
 
 if __name__ == "__main__":
