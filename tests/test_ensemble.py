@@ -82,6 +82,22 @@ def test_search_prefers_the_blend_that_fixes_both_members_mistakes() -> None:
     assert [t.weights for t in trials] == simplex_grid(2, 0.25)
 
 
+def test_a_candidate_that_only_adds_noise_is_left_out() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 90)
+    good = np.full((90, 3), 0.25)
+    good[np.arange(90), y] = 0.5
+    also_good = good * 0.9 + 0.1 / 3
+    wrong = np.zeros((90, 3))
+    wrong[np.arange(90), (y + 1) % 3] = 1.0  # certain and wrong on every prompt: even weight 0.25 flips labels
+    best, trials = search_weights(y, [good, wrong, also_good], ROLES, 0.25, cost_grid=None)
+    assert best.members == (0, 2) and best.custom_score == pytest.approx(1.0)
+    assert {t.members for t in trials} == {(0, 1), (0, 2), (1, 2), (0, 1, 2)}
+    # with step 0.5 only pairs fit (each member needs a weight of at least one step)
+    _, pairs = search_weights(y, [good, wrong, also_good], ROLES, 0.5, cost_grid=None)
+    assert {t.members for t in pairs} == {(0, 1), (0, 2), (1, 2)} and all(t.weights == (0.5, 0.5) for t in pairs)
+
+
 def test_equal_members_keep_even_weights_and_tuned_costs_only_when_they_pay() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 60)
@@ -193,9 +209,6 @@ def test_bad_input_is_refused_and_nothing_is_written(members, tmp_path: Path) ->
     _expect_error(dirs, val.iloc[:0], out, "ensemble validation data.*has no rows")
     _expect_error(dirs, val.drop(columns=["label"]), out, r"lacks column\(s\) \['label'\]")
     _expect_error(dirs, val.assign(label=7), out, r"class ids 0\.\.2 \[.*\]; found 7 at index \d+ and \d+ more")
-    _expect_error(
-        dirs * 3, val, out, r"weight_step=0.25 leaves no weight.*6 members", "training.ensemble.weight_step=0.25"
-    )
     two_labels = ["labels.names=[safe, unsafe]", "labels.benign=safe", "labels.suspicious=null"]
     two_labels.append("labels.malicious=unsafe")
     expected = r"trained for labels \['benign', 'suspicious', 'malicious'\].*\['safe', 'unsafe'\]"

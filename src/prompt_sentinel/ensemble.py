@@ -2,10 +2,11 @@
 
 The classical models and the fine-tuned transformer make different mistakes (the TF-IDF/embedding models
 hedge on role-play jailbreaks, the transformer is over-confident on short German injections), so a weighted
-average of their probabilities scores higher than either. Weights are searched on a grid over the simplex, and
-for each weight vector the critical-error costs are tuned (:func:`prompt_sentinel.decision.tune_costs`) on the
-**validation split**, which none of the members was fitted on. The best pair (weights, costs) wins; ties go to the
-more even weights.
+average of their probabilities scores higher than either. Every subset of two or more candidates is tried with
+every weight vector on a grid over the simplex, and for each the critical-error costs are tuned
+(:func:`prompt_sentinel.decision.tune_costs`) on the **validation split**, which none of the members was fitted
+on. The best (members, weights, costs) wins; ties go to fewer members, then to more even weights, and a candidate
+that only adds noise is left out.
 
 The artifact is an ordinary model directory: ``sentinel_model.json`` (family ``ensemble``, members and weights in
 ``params``), ``ensemble.json`` (the whole weight search), and a verbatim copy of every member under
@@ -15,6 +16,7 @@ The artifact is an ordinary model directory: ``sentinel_model.json`` (family ``e
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -98,9 +100,10 @@ def blend(member_proba: Sequence[np.ndarray], weights: Sequence[float]) -> np.nd
 
 @dataclass(frozen=True)
 class WeightTrial:
-    """One weight vector scored on the validation split."""
+    """One subset of the candidates with one weight vector, scored on the validation split."""
 
-    weights: tuple[float, ...]
+    members: tuple[int, ...]  # indices into the candidate list, in order
+    weights: tuple[float, ...]  # one per member
     custom_score: float
     argmax_custom_score: float
     false_alarm_cost: float
@@ -114,27 +117,40 @@ def search_weights(
     step: float,
     cost_grid: Sequence[float] | None,
 ) -> tuple[WeightTrial, list[WeightTrial]]:
-    """The best weight vector (and its tuned costs) on held-out ``y``; ``cost_grid=None`` keeps argmax."""
+    """The best subset of two or more candidates, its weights and its tuned costs on held-out ``y``.
+
+    Every subset small enough for ``step`` (k members need ``step <= 1/k``) is tried with every weight vector
+    of :func:`simplex_grid`, so a candidate that only adds noise is left out rather than forced in at the
+    smallest weight. Ties go to fewer members (cheaper to serve), then to more even weights. ``cost_grid=None``
+    keeps argmax labels.
+    """
     y = np.asarray(y, dtype=np.int64)
+    if len(member_proba) < 2:
+        raise ValueError(f"an ensemble needs at least 2 candidates, got {len(member_proba)}")
+    largest = min(len(member_proba), round(1 / step))
     trials = []
-    for weights in simplex_grid(len(member_proba), step):
-        proba = blend(member_proba, weights)
-        if cost_grid is None:
-            score = security_score(y, proba.argmax(axis=1), roles, proba.shape[1]).custom_score
-            trials.append(WeightTrial(weights, score, score, 1.0, 1.0))
-            continue
-        tuning = tune_costs(y, proba, roles, cost_grid, source="validation")
-        trials.append(
-            WeightTrial(
-                weights,
-                tuning.custom_score,
-                tuning.argmax_custom_score,
-                tuning.false_alarm_cost,
-                tuning.missed_threat_cost,
-            )
-        )
+    for size in range(2, largest + 1):
+        for subset in itertools.combinations(range(len(member_proba)), size):
+            chosen = [member_proba[i] for i in subset]
+            for weights in simplex_grid(size, step):
+                proba = blend(chosen, weights)
+                if cost_grid is None:
+                    score = security_score(y, proba.argmax(axis=1), roles, proba.shape[1]).custom_score
+                    trials.append(WeightTrial(subset, weights, score, score, 1.0, 1.0))
+                    continue
+                tuning = tune_costs(y, proba, roles, cost_grid, source="validation")
+                trials.append(
+                    WeightTrial(
+                        subset,
+                        weights,
+                        tuning.custom_score,
+                        tuning.argmax_custom_score,
+                        tuning.false_alarm_cost,
+                        tuning.missed_threat_cost,
+                    )
+                )
     best = trials[0]
-    for trial in trials[1:]:  # strictly better only: ties keep the more even weights
+    for trial in trials[1:]:  # strictly better only: ties keep fewer members, then the more even weights
         if trial.custom_score > best.custom_score + 1e-12:
             best = trial
     return best, trials
@@ -252,11 +268,6 @@ def build_ensemble(
     step = cfg.training.ensemble.weight_step
     if len(member_uris) < 2:
         raise TrainingError(f"ensemble: needs at least 2 members, got {len(member_uris)}")
-    if step > 1 / len(member_uris):
-        raise TrainingError(
-            f"training.ensemble.weight_step={step} leaves no weight for some of the {len(member_uris)} members; "
-            f"use at most {1 / len(member_uris):.4g}"
-        )
     texts, y = _check_validation(validation, cfg)
     with tempfile.TemporaryDirectory(prefix="sentinel-ensemble-") as cache:
         models = []
@@ -270,17 +281,21 @@ def build_ensemble(
                     f"(roles {model.roles}), the config has {cfg.labels.names} (roles {cfg.labels.roles})"
                 )
             models.append(model)
-        member_names = _member_names(models, names)
-        log.info("ensemble: scoring %d members on %d validation rows", len(models), len(y))
-        member_proba = [m.predict_proba(texts) for m in models]
+        candidate_names = _member_names(models, names)
+        log.info("ensemble: scoring %d candidates on %d validation rows", len(models), len(y))
+        candidate_proba = [m.predict_proba(texts) for m in models]
         member_scores = {
             name: security_score(y, model.labels_for(proba), cfg.labels.roles, cfg.labels.num_classes).custom_score
-            for name, model, proba in zip(member_names, models, member_proba, strict=True)
+            for name, model, proba in zip(candidate_names, models, candidate_proba, strict=True)
         }
         tuning_cfg = cfg.training.decision_tuning
         best, trials = search_weights(
-            y, member_proba, cfg.labels.roles, step, tuning_cfg.cost_grid if tuning_cfg.enabled else None
+            y, candidate_proba, cfg.labels.roles, step, tuning_cfg.cost_grid if tuning_cfg.enabled else None
         )
+        models = [models[i] for i in best.members]
+        member_names = [candidate_names[i] for i in best.members]
+        member_uris = [member_uris[i] for i in best.members]
+        member_proba = [candidate_proba[i] for i in best.members]
         decision = cfg.serving.decision.model_copy(
             update={"false_alarm_cost": best.false_alarm_cost, "missed_threat_cost": best.missed_threat_cost}
         )
@@ -309,12 +324,13 @@ def build_ensemble(
             },
         )
         report = {
+            "candidates": candidate_names,
             "members": member_names,
             "member_validation_custom_score": member_scores,
-            "best": asdict(best),
+            "best": {**asdict(best), "members": member_names},
             "validation": score.as_dict(),
             "validation_rows": len(y),
-            "trials": [asdict(t) for t in trials],
+            "trials": [{**asdict(t), "members": [candidate_names[i] for i in t.members]} for t in trials],
         }
 
         def fill(directory: Path) -> None:
