@@ -1,8 +1,8 @@
 """Soft-voting ensemble of a classical model and the fine-tuned transformer, scored on the shared test set.
 
 Uses the transformer benchmark's split of ``prompts_train.csv`` (85 % train / 15 % validation, near-duplicate
-groups kept together): the classical member is trained on the same training part (or passed in with
-``--classical``), the ensemble's weights and decision costs are tuned on the validation part, and
+groups kept together): the classical candidates are trained on the same training part (or passed in with
+``--classical``), the ensemble's members, weights and decision costs are tuned on the validation part, and
 ``prompts_test.csv`` is only used for the table. Every row applies the artifact's own stored decision rule; the
 argmax score is shown beside it.
 
@@ -29,8 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="holds prompts_train/test.csv")
     parser.add_argument("--transformer", type=Path, required=True, help="model dir from transformer_benchmark.py")
-    parser.add_argument("--classical", type=Path, default=None, help="a trained classical model dir (else trained)")
-    parser.add_argument("--classical-model", default="logreg", help="classical model to train when no --classical")
+    parser.add_argument(
+        "--classical", type=Path, action="append", default=[], help="a trained classical model dir (repeatable)"
+    )
+    parser.add_argument(
+        "--classical-models", default="logreg", help="classical models to train when no --classical (comma-separated)"
+    )
     parser.add_argument("--featurizer", default="combined", help="featurizer of the trained classical model")
     parser.add_argument("--limit", type=int, default=None, help="use only N training rows (smoke runs)")
     parser.add_argument("--test-limit", type=int, default=None, help="score only N test rows (smoke runs)")
@@ -91,20 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     test_df = stratified_head(load_dataset(str(test_csv), cfg), args.test_limit, cfg.seed)
     print(f"train {len(train_df)} rows, validation {len(val_df)}, test {len(test_df)}; out {out}")
 
-    classical_dir = args.classical
-    if classical_dir is None:
-        classical_dir = out / args.classical_model
-        train_classical(args.classical_model, train_df, val_df, cfg, classical_dir, progress=True)
-    result = build_ensemble([classical_dir, args.transformer], val_df, cfg, out / "ensemble")
+    classical_dirs = list(args.classical)
+    if not classical_dirs:
+        for name in [m.strip() for m in args.classical_models.split(",") if m.strip()]:
+            classical_dirs.append(out / name)
+            train_classical(name, train_df, val_df, cfg, classical_dirs[-1], progress=True)
+    result = build_ensemble([*classical_dirs, args.transformer], val_df, cfg, out / "ensemble")
 
     texts, y_true = test_df["text"].tolist(), test_df["label"].to_numpy()
     rows = []
-    for name, path in [
-        (load_model(classical_dir).descriptor.model_type, classical_dir),
-        ("transformer", args.transformer),
-        ("ensemble " + " + ".join(f"{w:g}·{m}" for m, w in zip(result.members, result.weights, strict=True)), None),
-    ]:
-        model = load_model(path if path is not None else out / "ensemble")
+    shown = [(load_model(d).descriptor.model_type, d) for d in classical_dirs] + [("transformer", args.transformer)]
+    members = " + ".join(f"{w:g}·{m}" for m, w in zip(result.members, result.weights, strict=True))
+    for name, path in [*shown, (f"ensemble {members}", out / "ensemble")]:
+        model = load_model(path)
         rows.append(_row(name, model, model.predict_proba(texts, batch_size=64), y_true, texts, cfg))
     report = {
         "rows": rows,
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     print(
-        f"\nvalidation custom score: ensemble {result.validation_custom_score:.4f}, members "
+        f"\nvalidation custom score: ensemble {result.validation_custom_score:.4f}, candidates "
         + ", ".join(f"{k} {v:.4f}" for k, v in result.member_scores.items())
     )
     for key, (op, target) in TARGETS.items():
