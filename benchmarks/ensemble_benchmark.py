@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from transformer_benchmark import DEFAULT_DATA, TARGETS, fmt, latency_ms, print_table, stratified_head
+from transformer_benchmark import DEFAULT_DATA, TARGETS, fmt, latency_ms, print_table, score_columns, stratified_head
 
 SPLIT = ["split.train=0.85", "split.validation=0.15", "split.test=0.0"]  # as in transformer_benchmark.py
 
@@ -46,23 +46,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _row(name: str, model, proba: np.ndarray, y_true: np.ndarray, texts: list[str], cfg) -> dict:
-    from prompt_sentinel.metrics import macro_f1, security_score
+    from prompt_sentinel.metrics import security_score
 
-    n = cfg.labels.num_classes
-    y_pred = model.labels_for(proba)
-    score = security_score(y_true, y_pred, cfg.labels.roles, n)
     batched_ms, single_ms = latency_ms(model, texts)
     decision = model.descriptor.decision
+    argmax = security_score(y_true, proba.argmax(axis=1), cfg.labels.roles, cfg.labels.num_classes)
     return {
         "model": name,
-        "macro_f1": macro_f1(y_true, y_pred, n),
-        "custom_score": score.custom_score,
-        "recall_c2": score.recall_c2,
-        "precision_c1": score.precision_c1,
-        "f1_c0": score.f1_c0,
-        "false_alarm_rate": score.false_alarm_rate,
-        "missed_threat_rate": score.missed_threat_rate,
-        "custom_score_argmax": security_score(y_true, proba.argmax(axis=1), cfg.labels.roles, n).custom_score,
+        **score_columns(y_true, model.labels_for(proba), cfg),
+        "custom_score_argmax": argmax.custom_score,
         "costs": f"{decision.false_alarm_cost:g}/{decision.missed_threat_cost:g}",
         "predict_ms_per_prompt": batched_ms,
         "single_prompt_p50_ms": single_ms,

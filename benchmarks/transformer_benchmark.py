@@ -80,13 +80,13 @@ def latency_ms(model, texts: list[str]) -> tuple[float, float]:
     return batched, statistics.median(singles) if singles else float("nan")
 
 
-def _row(rule: str, y_true: np.ndarray, y_pred: np.ndarray, cfg, n: int) -> dict:
+def score_columns(y_true: np.ndarray, y_pred: np.ndarray, cfg) -> dict:
+    """The benchmark tables' metric columns (shared by the transformer and ensemble benchmarks)."""
     from prompt_sentinel.metrics import macro_f1, security_score
 
+    n = cfg.labels.num_classes
     score = security_score(y_true, y_pred, cfg.labels.roles, n)
     return {
-        "model": "transformer (MiniLM-L6)",
-        "rule": rule,
         "macro_f1": macro_f1(y_true, y_pred, n),
         "custom_score": score.custom_score,
         "recall_c2": score.recall_c2,
@@ -95,6 +95,10 @@ def _row(rule: str, y_true: np.ndarray, y_pred: np.ndarray, cfg, n: int) -> dict
         "false_alarm_rate": score.false_alarm_rate,
         "missed_threat_rate": score.missed_threat_rate,
     }
+
+
+def _row(rule: str, y_true: np.ndarray, y_pred: np.ndarray, cfg) -> dict:
+    return {"model": "transformer (MiniLM-L6)", "rule": rule, **score_columns(y_true, y_pred, cfg)}
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -158,13 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     texts, y_true = test_df["text"].tolist(), test_df["label"].to_numpy()
     proba = model.predict_proba(texts, batch_size=64)
     np.save(out / "test_proba.npy", proba)
-    n = cfg.labels.num_classes
     decision = model.descriptor.decision
     rules = {  # the artifact's tuned rule is what serving uses; argmax shows what tuning changed
         f"tuned costs {decision.false_alarm_cost:g}/{decision.missed_threat_cost:g}": model.labels_for(proba),
         "argmax": proba.argmax(axis=1),
     }
-    rows = [_row(name, y_true, y_pred, cfg, n) for name, y_pred in rules.items()]
+    rows = [_row(name, y_true, y_pred, cfg) for name, y_pred in rules.items()]
     batched_ms, single_ms = latency_ms(model, texts)
     training = json.loads((out / "model" / "training.json").read_text())
 
