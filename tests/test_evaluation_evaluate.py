@@ -7,6 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -48,6 +49,58 @@ def test_evaluation_is_self_describing(evaluated: dict, tiny_model_dir: Path) ->
     confidences = [m["confidence"] for m in ev["confident_mistakes"]]
     assert confidences == sorted(confidences, reverse=True)
     assert all(m["true"] != m["predicted"] for m in ev["confident_mistakes"])
+
+
+def test_source_slices_count_every_prompt_by_source_worst_first(evaluated: dict, demo_blind_csv: Path) -> None:
+    slices = evaluated["slices"]["source"]
+    frame = pd.read_csv(demo_blind_csv)
+    assert {s["source"]: s["n"] for s in slices} == frame["source"].value_counts().to_dict()
+    assert evaluated["slices"]["source_external"] == slices  # the blind set here is the test set itself
+    accuracies = [s["accuracy"] for s in slices]
+    assert accuracies == sorted(accuracies)
+    for s in slices:
+        assert sum(sum(went.values()) for went in s["predicted"].values()) == s["n"]
+        correct = sum(went.get(true, 0) for true, went in s["predicted"].items())
+        assert s["accuracy"] == pytest.approx(correct / s["n"])
+        assert s["missed_threats"] == s["predicted"].get("malicious", {}).get("benign", 0)
+        assert s["false_alarms"] == s["predicted"].get("benign", {}).get("malicious", 0)
+
+
+def test_source_slices_hand_computed() -> None:
+    from prompt_sentinel.config import LabelConfig
+    from prompt_sentinel.evaluation.evaluate import source_slices
+
+    frame = pd.DataFrame({"label": [0, 0, 2, 2, 1, 0], "source": ["a", "a", "a", "b", "b", ""]})
+    pred = np.array([0, 2, 0, 2, 1, 0])
+    slices = source_slices(frame, pred, LabelConfig())
+    assert slices == [  # worst accuracy first, then larger sources
+        {
+            "source": "a",
+            "n": 3,
+            "accuracy": pytest.approx(1 / 3),
+            "false_alarms": 1,
+            "missed_threats": 1,
+            "predicted": {"benign": {"benign": 1, "malicious": 1}, "malicious": {"benign": 1}},
+        },
+        {
+            "source": "b",
+            "n": 2,
+            "accuracy": 1.0,
+            "false_alarms": 0,
+            "missed_threats": 0,
+            "predicted": {"suspicious": {"suspicious": 1}, "malicious": {"malicious": 1}},
+        },
+        {
+            "source": "(none)",
+            "n": 1,
+            "accuracy": 1.0,
+            "false_alarms": 0,
+            "missed_threats": 0,
+            "predicted": {"benign": {"benign": 1}},
+        },
+    ]
+    assert source_slices(frame.drop(columns=["source"]), pred, LabelConfig()) == []
+    assert source_slices(frame.assign(source=""), pred, LabelConfig()) == []
 
 
 def test_output_files(evaluated: dict) -> None:

@@ -87,7 +87,8 @@ def test_report_embeds_decodable_images(evaluations: list[dict], tmp_path: Path)
     assert parser.scripts == 0  # the injected prompt was escaped, not executed
     assert "&lt;script&gt;alert(" in html
     assert "No promotion" in html and "none of the 2 model(s) passed the gates" in html
-    for section in ("Adversarial robustness", "Most confident mistakes", "False-alarm probe", "model comparison"):
+    sections = ("Adversarial robustness", "Most confident mistakes", "False-alarm probe", "model comparison")
+    for section in (*sections, "By data source (worst first)", "Blind set by source (worst first)"):
         assert section in html
     assert "base64" in html and "homoglyphs" in html  # robustness table rows
     assert "least expected cost; false alarm cost" in html  # the decision rule the labels came from

@@ -140,13 +140,15 @@ def _coerce_frame(df: pd.DataFrame, labels: LabelConfig, what: str) -> pd.DataFr
             "text": df["text"].astype(str).tolist(),
             "label": ids,
             "id": df["id"].astype(str).tolist() if "id" in df.columns else [f"row-{i}" for i in range(len(df))],
+            # where each prompt came from, for the per-source slices ('' when the data has no source column)
+            "source": df["source"].fillna("").astype(str).tolist() if "source" in df.columns else [""] * len(df),
         }
     )
     return out
 
 
 def load_evaluation_frame(data: pd.DataFrame | str | Path, cfg: SentinelConfig, what: str) -> pd.DataFrame:
-    """Evaluation rows as ``text, label (model class id), id``; ``cfg`` carries the model's labels."""
+    """Evaluation rows as ``text, label (model class id), id, source``; ``cfg`` carries the model's labels."""
     if isinstance(data, pd.DataFrame):
         frame = _coerce_frame(data, cfg.labels, what)
     else:
@@ -235,6 +237,44 @@ def confident_mistakes(
     ]
 
 
+def source_slices(frame: pd.DataFrame, pred: np.ndarray, labels: LabelConfig) -> list[dict[str, Any]]:
+    """Per data source (the ``source`` column): rows, accuracy, critical errors and where its prompts went.
+
+    Worst accuracy first: a model's average hides a source it fails on (one language, one attack family). Empty
+    when the data has no source column or every source is blank.
+    """
+    if "source" not in frame.columns:
+        return []
+    sources = frame["source"].fillna("").astype(str).to_numpy()
+    if not any(sources):
+        return []
+    y = frame["label"].to_numpy()
+    benign, malicious = labels.roles.benign, labels.roles.malicious
+    slices = []
+    for source in sorted(set(sources)):
+        rows = sources == source
+        ys, ps = y[rows], pred[rows]
+        went: dict[str, dict[str, int]] = {}
+        for true_id in np.unique(ys):
+            counts = np.bincount(ps[ys == true_id], minlength=labels.num_classes)
+            went[labels.names[int(true_id)]] = {labels.names[k]: int(c) for k, c in enumerate(counts) if c}
+        slices.append(
+            {
+                "source": source or "(none)",
+                "n": int(rows.sum()),
+                "accuracy": float(np.mean(ys == ps)),
+                "false_alarms": int(((ys == benign) & (ps == malicious)).sum())
+                if None not in (benign, malicious)
+                else 0,
+                "missed_threats": int(((ys == malicious) & (ps == benign)).sum())
+                if None not in (benign, malicious)
+                else 0,
+                "predicted": went,
+            }
+        )
+    return sorted(slices, key=lambda s: (s["accuracy"], -s["n"], s["source"]))
+
+
 def pr_curves(y_true: np.ndarray, proba: np.ndarray, labels: LabelConfig) -> dict[str, Any]:
     """One-vs-rest precision–recall curves per class, downsampled to ≤ ``CURVE_POINTS`` points for JSON."""
     from sklearn.metrics import precision_recall_curve
@@ -287,12 +327,13 @@ def evaluate_loaded_model(
     metrics = compute_metrics(y, proba, labels, cfg.evaluation, cfg.seed, y_pred=pred)
 
     external = None
+    external_slices: list[dict[str, Any]] = []
     if blind is not None:
         bframe = load_evaluation_frame(blind, mcfg, "blind data")
         bproba = model.predict_proba(bframe["text"].tolist())
-        external = compute_metrics(
-            bframe["label"].to_numpy(), bproba, labels, cfg.evaluation, cfg.seed, y_pred=model.labels_for(bproba)
-        )
+        bpred = model.labels_for(bproba)
+        external = compute_metrics(bframe["label"].to_numpy(), bproba, labels, cfg.evaluation, cfg.seed, y_pred=bpred)
+        external_slices = source_slices(bframe, bpred, labels)
         external["dataset"] = {
             "uri": blind_uri or (None if isinstance(blind, pd.DataFrame) else str(blind)),
             "n": len(bframe),
@@ -348,6 +389,7 @@ def evaluate_loaded_model(
         "efficiency": eff,
         "curves": {"pr": pr_curves(y, proba, labels)},
         "confident_mistakes": confident_mistakes(frame, proba, pred, labels),
+        "slices": {"source": source_slices(frame, pred, labels), "source_external": external_slices},
     }
     return evaluation, predictions_frame(frame, proba, pred, labels)
 

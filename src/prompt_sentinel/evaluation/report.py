@@ -208,6 +208,17 @@ def model_charts(evaluation: dict[str, Any]) -> dict[str, bytes]:
     return charts
 
 
+SOURCE_ROWS = 15  # the worst sources shown per model; evaluation.json keeps them all
+
+
+def _went(source_slice: dict[str, Any]) -> str:
+    """'malicious: suspicious 26, malicious 36; benign: benign 40' — where a source's prompts were labelled."""
+    return "; ".join(
+        f"{true}: " + ", ".join(f"{pred} {count}" for pred, count in went.items())
+        for true, went in source_slice.get("predicted", {}).items()
+    )
+
+
 def stored_or_new_charts(evaluation: dict[str, Any]) -> dict[str, bytes]:
     """The PNGs written next to ``evaluation.json`` when all are there (drawing is the slow part), else new ones."""
     directory = evaluation.get("evaluation_dir")
@@ -290,6 +301,11 @@ block at P(malicious) &ge; {{ m.ev.decision.block_threshold }}, review at P(non-
 {% for f in rob.false_alarm_probe.flagged %}<tr><td class="text">{{ f.text }}</td><td>{{ f.predicted }}</td></tr>
 {% endfor %}</table>{% endif %}{% endif %}
 {% elif rob %}<p>Robustness: n/a ({{ rob.reason }})</p>{% endif %}
+{% for title, rows in m.sources if rows %}<h3>{{ title }} (worst first)</h3>
+<table><tr><th>source</th><th>n</th><th>accuracy</th><th>false alarms</th><th>missed threats</th>
+<th>true → predicted</th></tr>
+{% for x, went in rows %}<tr><td>{{ x.source }}</td><td>{{ x.n }}</td><td>{{ fmt(x.accuracy) }}</td>
+<td>{{ x.false_alarms }}</td><td>{{ x.missed_threats }}</td><td>{{ went }}</td></tr>{% endfor %}</table>{% endfor %}
 <h3>Most confident mistakes</h3>
 <table><tr><th>id</th><th>true</th><th>predicted</th><th>confidence</th><th>text</th></tr>
 {% for x in m.ev.confident_mistakes %}<tr><td>{{ x.id }}</td><td>{{ x.true }}</td><td>{{ x.predicted }}</td>
@@ -328,6 +344,10 @@ def render_report(
                 "ev": ev,
                 "ci": (ev.get("metrics") or {}).get("confidence_intervals") or {},
                 "charts": [(name, data_uri(png)) for name, png in charts.items()],
+                "sources": [
+                    (title, [(x, _went(x)) for x in ((ev.get("slices") or {}).get(key) or [])[:SOURCE_ROWS]])
+                    for title, key in (("By data source", "source"), ("Blind set by source", "source_external"))
+                ],
             }
         )
     role_pr = role_pr_png(evaluations)
