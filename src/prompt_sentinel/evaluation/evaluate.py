@@ -34,6 +34,7 @@ from prompt_sentinel.errors import DataError, StorageError
 from prompt_sentinel.evaluation.efficiency import measure_efficiency
 from prompt_sentinel.evaluation.metrics_suite import compute_metrics
 from prompt_sentinel.evaluation.robustness import evaluate_robustness, false_alarm_probe
+from prompt_sentinel.metrics import confusion_matrix
 from prompt_sentinel.modeling import SentinelModel, load_model, read_descriptor
 
 log = logging.getLogger(__name__)
@@ -250,26 +251,23 @@ def source_slices(frame: pd.DataFrame, pred: np.ndarray, labels: LabelConfig) ->
         return []
     y = frame["label"].to_numpy()
     benign, malicious = labels.roles.benign, labels.roles.malicious
+    critical = benign is not None and malicious is not None
     slices = []
     for source in sorted(set(sources)):
         rows = sources == source
-        ys, ps = y[rows], pred[rows]
-        went: dict[str, dict[str, int]] = {}
-        for true_id in np.unique(ys):
-            counts = np.bincount(ps[ys == true_id], minlength=labels.num_classes)
-            went[labels.names[int(true_id)]] = {labels.names[k]: int(c) for k, c in enumerate(counts) if c}
+        cm = confusion_matrix(y[rows], pred[rows], labels.num_classes)
         slices.append(
             {
                 "source": source or "(none)",
                 "n": int(rows.sum()),
-                "accuracy": float(np.mean(ys == ps)),
-                "false_alarms": int(((ys == benign) & (ps == malicious)).sum())
-                if None not in (benign, malicious)
-                else 0,
-                "missed_threats": int(((ys == malicious) & (ps == benign)).sum())
-                if None not in (benign, malicious)
-                else 0,
-                "predicted": went,
+                "accuracy": float(np.trace(cm) / rows.sum()),
+                "false_alarms": int(cm[benign, malicious]) if critical else 0,
+                "missed_threats": int(cm[malicious, benign]) if critical else 0,
+                "predicted": {
+                    labels.names[t]: {labels.names[p]: int(c) for p, c in enumerate(cm[t]) if c}
+                    for t in range(labels.num_classes)
+                    if cm[t].any()
+                },
             }
         )
     return sorted(slices, key=lambda s: (s["accuracy"], -s["n"], s["source"]))
