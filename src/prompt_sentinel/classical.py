@@ -814,11 +814,6 @@ def _write_artifact(
             pipeline, directory, descriptor, extra_json={"params.json": dict(params), "training.json": training}
         )
 
-    if storage.is_gcs(out):
-        with tempfile.TemporaryDirectory() as staging:
-            fill(Path(staging))
-            storage.upload_directory(staging, out, last=(MANIFEST_NAME,))
-        return out
-    with storage.atomic_output_dir(out) as tmp:
-        fill(tmp)
-    return Path(out)
+    with tempfile.TemporaryDirectory() as staging:
+        storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
+    return out if storage.is_gcs(out) else Path(out)

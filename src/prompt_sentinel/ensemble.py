@@ -341,16 +341,9 @@ def build_ensemble(
             write_manifest(directory)
 
         out = str(out_dir)
-        model_dir: Path | str
-        if storage.is_gcs(out):
-            with tempfile.TemporaryDirectory() as staging:
-                fill(Path(staging))
-                storage.upload_directory(staging, out, last=(MANIFEST_NAME,))
-            model_dir = out
-        else:
-            with storage.atomic_output_dir(out) as tmp:
-                fill(tmp)
-            model_dir = Path(out)
+        with tempfile.TemporaryDirectory() as staging:
+            storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
+        model_dir: Path | str = out if storage.is_gcs(out) else Path(out)
     _track(cfg, model_dir, tracking_dir, member_names, best, score.custom_score, member_scores, validation)
     log.info(
         "ensemble: weights %s, costs %s/%s, validation custom score %.4f (members: %s)",

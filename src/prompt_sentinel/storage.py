@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -163,6 +163,27 @@ def atomic_output_dir(final_dir: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_directory(
+    out: str | Path, fill: Callable[[Path], None], last: Sequence[str] = (), staging: str | Path | None = None
+) -> Path:
+    """Have ``fill`` write a fresh directory and publish it at ``out`` (local or gs://); returns a local copy.
+
+    Locally the directory replaces ``out`` in one rename (:func:`atomic_output_dir`) and the copy is ``out``
+    itself. For gs:// it is filled in ``staging`` and uploaded with the ``last`` files (the manifest) after the
+    others, so a reader that finds the manifest finds every file it lists; the copy is ``staging``, which the
+    caller owns.
+    """
+    if is_gcs(str(out)):
+        if staging is None:
+            raise StorageError(f"{out}: publishing to gs:// needs a local staging directory")
+        fill(Path(staging))
+        upload_directory(staging, str(out), last=last)
+        return Path(staging)
+    with atomic_output_dir(out) as tmp:
+        fill(tmp)
+    return Path(out)
 
 
 def download_to_local(uri: str, cache_dir: str | Path | None = None) -> Path:

@@ -886,13 +886,7 @@ def _write_artifact(session: _Session, cfg: SentinelConfig, training: dict[str, 
         _readable_by_all(directory)
         write_manifest(directory)  # last: covers every file above
 
-    if storage.is_gcs(out):
-        fill(staging)
-        storage.upload_directory(staging, out, last=(MANIFEST_NAME,))
-        return staging
-    with storage.atomic_output_dir(out) as tmp:
-        fill(tmp)
-    return Path(out)
+    return storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
 
 
 def _readable_by_all(directory: Path) -> None:
