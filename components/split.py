@@ -26,16 +26,19 @@ def split_data(
 
         from prompt_sentinel.data import assert_no_leak, split_dataset, write_splits
         from prompt_sentinel.data.loading import read_data_csv
+        from prompt_sentinel.data.split import row_groups
 
         cfg = stage_config(config_json)
         root = Path(cleaned.path)
-        sets = dict(split_dataset(read_data_csv(str(root / "data" / "cleaned.csv")), cfg))
+        data = read_data_csv(str(root / "data" / "cleaned.csv"))
+        group_keys = row_groups(data["text"].tolist(), cfg)  # once, for the split and its report
+        sets = dict(split_dataset(data, cfg, group_keys))
         blind_csv = root / "blind" / "cleaned.csv"
         if blind_csv.is_file():
             sets["blind"] = read_data_csv(str(blind_csv))
         if cfg.validation.cross_set_leak != "off":
             assert_no_leak(sets)
-        result = write_splits(sets, splits.path, cfg)
+        result = write_splits(sets, splits.path, cfg, group_keys)
         lines = ["# Data split", "", f"seed {cfg.seed}", "", "| set | " + " | ".join(cfg.labels.names) + " | total |"]
         lines.append("|---|" + "---:|" * (len(cfg.labels.names) + 1))
         for name, counts in result["counts"].items():

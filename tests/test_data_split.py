@@ -12,7 +12,15 @@ import pytest
 from prompt_sentinel import storage
 from prompt_sentinel.config import SentinelConfig, load_config
 from prompt_sentinel.data.loading import records_frame
-from prompt_sentinel.data.split import SPLIT_NAMES, SPLIT_REPORT, read_split, run_split, split_dataset
+from prompt_sentinel.data.split import (
+    SPLIT_NAMES,
+    SPLIT_REPORT,
+    read_split,
+    row_groups,
+    run_split,
+    split_dataset,
+    split_report,
+)
 from prompt_sentinel.errors import DataError, DataValidationError
 from prompt_sentinel.text import dedup_key
 
@@ -206,6 +214,15 @@ def test_near_duplicate_variants_never_straddle_splits(cfg: SentinelConfig) -> N
     owner = {row_id: name for name, frame in splits.items() for row_id in frame["id"]}
     for family in range(60):
         assert len({owner[f"f{family}-{v}"] for v in range(4)}) == 1, family
+    # groups computed once by the caller give the same split and the same report statistics
+    keys = row_groups(df["text"].tolist(), cfg)
+    given = split_dataset(df, cfg, keys)
+    for name in SPLIT_NAMES:
+        pd.testing.assert_frame_equal(given[name], splits[name])
+    assert split_report(given, cfg, keys)["groups"] == split_report(splits, cfg)["groups"]
+    assert split_report(splits, cfg)["groups"]["near_duplicate_groups"] == 60
+    with pytest.raises(DataError, match="split_dataset: 3 group keys for 360 rows"):
+        split_dataset(df, cfg, keys[:3])
     exact_only = split_dataset(df, load_config(None, ["split.near_duplicate_jaccard=1.0"]))
     owner = {row_id: name for name, frame in exact_only.items() for row_id in frame["id"]}
     assert any(len({owner[f"f{family}-{v}"] for v in range(4)}) > 1 for family in range(60))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +98,19 @@ def row_groups(texts: list[str], cfg: SentinelConfig) -> list[str]:
     return [names[group] for group in ids]
 
 
-def split_dataset(df: pd.DataFrame, cfg: SentinelConfig) -> dict[str, pd.DataFrame]:
+def split_dataset(
+    df: pd.DataFrame, cfg: SentinelConfig, group_keys: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
     """Split a cleaned dataset into ``train``, ``validation`` and ``test`` (cfg.split ratios, cfg.seed).
 
     Every returned frame has the input's columns, rows in their original order and a fresh index; a split with
-    ratio 0 comes back empty.
+    ratio 0 comes back empty. ``group_keys`` (one per row, from :func:`row_groups`) saves recomputing the groups
+    when the caller needs them too (the split report).
     """
     check_labelled_frame(df, cfg, "split_dataset")
-    keys = row_groups(df["text"].tolist(), cfg)
+    if group_keys is not None and len(group_keys) != len(df):
+        raise DataError(f"split_dataset: {len(group_keys)} group keys for {len(df)} rows")
+    keys = list(group_keys) if group_keys is not None else row_groups(df["text"].tolist(), cfg)
     labels = [int(x) for x in df["label"]]
     ratios = {s: float(getattr(cfg.split, s)) for s in SPLIT_NAMES}
     assignment = assign_groups(keys, labels, ratios, cfg.seed)
@@ -138,11 +144,17 @@ def split_counts(sets: dict[str, pd.DataFrame], cfg: SentinelConfig) -> dict[str
     return out
 
 
-def split_report(sets: dict[str, pd.DataFrame], cfg: SentinelConfig, **extra: Any) -> dict[str, Any]:
-    """The ``split_report.json`` content: counts per class per split, ratios, seed, group statistics."""
+def split_report(
+    sets: dict[str, pd.DataFrame], cfg: SentinelConfig, group_keys: Sequence[str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The ``split_report.json`` content: counts per class per split, ratios, seed, group statistics.
+
+    ``group_keys`` are the split rows' near-duplicate groups when the caller already has them (any row order).
+    """
     counts = split_counts(sets, cfg)
-    split_texts = [t for n, f in sets.items() if n in SPLIT_NAMES for t in f["text"]]
-    group_sizes = Counter(row_groups(split_texts, cfg))
+    if group_keys is None:
+        group_keys = row_groups([t for n, f in sets.items() if n in SPLIT_NAMES for t in f["text"]], cfg)
+    group_sizes = Counter(group_keys)
     multi = [n for n in group_sizes.values() if n > 1]
     return {
         "seed": cfg.seed,
@@ -165,14 +177,18 @@ def split_report(sets: dict[str, pd.DataFrame], cfg: SentinelConfig, **extra: An
 
 
 def write_splits(
-    sets: dict[str, pd.DataFrame], out_dir: str | Path, cfg: SentinelConfig, **extra: Any
+    sets: dict[str, pd.DataFrame],
+    out_dir: str | Path,
+    cfg: SentinelConfig,
+    group_keys: Sequence[str] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Write ``<name>.csv`` for each set plus ``split_report.json`` (last) into ``out_dir``, atomically.
 
     Returns the report, which also records each file's rows and sha256.
     """
     files = {f"{name}{SPLIT_SUFFIX}": frame_to_csv_bytes(frame) for name, frame in sets.items()}
-    report = split_report(sets, cfg, **extra)
+    report = split_report(sets, cfg, group_keys, **extra)
     report["files"] = {
         name: {
             "file": f"{name}{SPLIT_SUFFIX}",
@@ -220,7 +236,9 @@ def run_split(data_uri: str, cfg: SentinelConfig, out_dir: str | Path, blind_uri
     if failed:
         message = "\n".join(r.error_message() for r in failed)
         raise DataValidationError(message, [f for r in failed for f in r.errors])
-    sets: dict[str, pd.DataFrame] = dict(split_dataset(reports["data"].cleaned, cfg))
+    cleaned = reports["data"].cleaned
+    group_keys = row_groups(cleaned["text"].tolist(), cfg)  # once, for the split and its report
+    sets: dict[str, pd.DataFrame] = dict(split_dataset(cleaned, cfg, group_keys))
     if blind_uri:
         sets[BLIND] = reports[BLIND].cleaned
     # An invariant of the above, checked so a regression cannot ship a leaky split. The blind set takes part
@@ -230,6 +248,7 @@ def run_split(data_uri: str, cfg: SentinelConfig, out_dir: str | Path, blind_uri
         sets,
         out_dir,
         cfg,
+        group_keys,
         source={"data": data_uri, BLIND: blind_uri},
         validation={name: _validation_summary(r) for name, r in reports.items()},
     )
