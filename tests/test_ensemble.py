@@ -183,11 +183,18 @@ def test_descriptor_member_paths_must_stay_inside_the_artifact(members, tmp_path
         load_model(out)
 
 
-def test_ensemble_to_gcs_and_back(members, gcs_bucket: str) -> None:
+def test_ensemble_to_gcs_and_back(members, gcs_bucket: str, tmp_path: Path) -> None:
+    import mlflow
+
     dirs, val = members
     uri = f"gs://{gcs_bucket}/models/ensemble"
-    result = build_ensemble(dirs, val, _cfg(), uri)
+    result = build_ensemble(dirs, val, load_config(), uri, tracking_dir=tmp_path)
     assert result.model_dir == uri
+    # the MLflow run logs the staged copy of what was uploaded
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = next(r for e in client.search_experiments() for r in client.search_runs([e.experiment_id]))
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/sentinel_model.json", "model/checksums.json", "model/members"} <= logged
     texts = val["text"].head(5).tolist()
     again = load_model(uri)
     np.testing.assert_allclose(

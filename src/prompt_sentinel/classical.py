@@ -659,6 +659,7 @@ def train_classical(
     with (
         tracking.start_run(cfg, f"{model_name}-{kind}", run_dir, tags) as run,
         featurization_session(cache=not is_sparse_kind(kind), progress=progress),
+        tempfile.TemporaryDirectory(prefix="sentinel-classical-") as staging,
     ):
         log.info("training %s on %d rows (%s features, %d candidates)", model_name, len(y), kind, len(params_list))
         search = run_search(spec, texts, y, cfg, make_featurizer, params_list, progress=progress)
@@ -749,7 +750,8 @@ def train_classical(
             max_length=cfg.featurizer.embedding_max_length if kind != "tfidf" else None,
             params=best_params,
         )
-        model_dir = _write_artifact(out, pipeline, descriptor, best_params, search.table, training)
+        local_model = _write_artifact(out, pipeline, descriptor, best_params, search.table, training, Path(staging))
+        model_dir = out if storage.is_gcs(out) else Path(out)
 
         run_id = None
         if run is not None:
@@ -782,9 +784,7 @@ def train_classical(
                 }
             )
             tracking.log_metrics({k: v for k, v in val_metrics.items() if k != "confusion_matrix"}, prefix="val_")
-            with tempfile.TemporaryDirectory() as staged:
-                local = storage.download_to_local(str(model_dir), cache_dir=staged)
-                tracking.log_artifact_dir(local, artifact_path="model")
+            tracking.log_artifact_dir(local_model, artifact_path="model")
 
     return TrainResult(
         model_dir=model_dir,
@@ -804,8 +804,10 @@ def _write_artifact(
     params: Mapping[str, Any],
     cv_table: pd.DataFrame,
     training: dict[str, Any],
-) -> Path | str:
-    """Write the model directory atomically (local) or stage it and upload it (gs://)."""
+    staging: Path,
+) -> Path:
+    """Write the model directory atomically (local) or stage it in ``staging`` and upload it (gs://); returns a
+    local copy (``out`` itself, or ``staging``)."""
 
     def fill(directory: Path) -> None:
         cv_table.to_csv(directory / "cv_results.csv", index=False)
@@ -814,6 +816,4 @@ def _write_artifact(
             pipeline, directory, descriptor, extra_json={"params.json": dict(params), "training.json": training}
         )
 
-    with tempfile.TemporaryDirectory() as staging:
-        storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
-    return out if storage.is_gcs(out) else Path(out)
+    return storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)

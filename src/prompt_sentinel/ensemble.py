@@ -341,10 +341,12 @@ def build_ensemble(
             write_manifest(directory)
 
         out = str(out_dir)
-        with tempfile.TemporaryDirectory() as staging:
-            storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
         model_dir: Path | str = out if storage.is_gcs(out) else Path(out)
-    _track(cfg, model_dir, tracking_dir, member_names, best, score.custom_score, member_scores, validation)
+        with tempfile.TemporaryDirectory() as staging:
+            local = storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
+            _track(
+                cfg, model_dir, local, tracking_dir, member_names, best, score.custom_score, member_scores, validation
+            )
     log.info(
         "ensemble: weights %s, costs %s/%s, validation custom score %.4f (members: %s)",
         dict(zip(member_names, best.weights, strict=True)),
@@ -369,6 +371,7 @@ def build_ensemble(
 def _track(
     cfg: SentinelConfig,
     model_dir: Path | str,
+    local_copy: Path,
     tracking_dir: str | Path | None,
     member_names: list[str],
     best: WeightTrial,
@@ -402,5 +405,4 @@ def _track(
                 **{f"member_val_custom_score.{name}": v for name, v in member_scores.items()},
             }
         )
-        with tempfile.TemporaryDirectory() as staged:
-            tracking.log_artifact_dir(storage.download_to_local(str(model_dir), cache_dir=staged), "model")
+        tracking.log_artifact_dir(local_copy, "model")
