@@ -1,8 +1,9 @@
 """Stage 6 — select: quality gates, ranking and the champion-vs-challenger rule over every evaluation.
 
 Inputs are the classical evaluations (``dsl.Collected`` from the fan-out) and, when the transformer branch ran,
-its evaluation URI and the ensemble's (``dsl.OneOf``; empty otherwise). When the registry already has a ``champion`` for
-``model_name`` it is re-evaluated on this run's test split, so the comparison is paired on the same prompts.
+its evaluation URI (``dsl.OneOf``) and the ensemble step's (both empty otherwise). When the registry already has a
+``champion`` for ``model_name`` it is re-evaluated on this run's test split, so the comparison is paired on the
+same prompts.
 
 Outputs: ``selection`` (``selection.json``, ``results.csv``, ``report.html``, ``candidates.json``, the
 champion's evaluation, ``winner_evaluation.json``), ``champion`` (a copy of the winning model directory; empty

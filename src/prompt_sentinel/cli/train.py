@@ -78,9 +78,9 @@ def run_train(
 
 ENSEMBLE_HELP = (
     "Combine trained models (local dirs or gs:// URIs, e.g. a classical model and a fine-tuned transformer) into "
-    "one soft-voting model: member weights and the critical-error costs are searched on --val, which no member "
-    "may have been trained on. The result is a model directory that evaluate, the registry and serving take like "
-    "any other."
+    "one soft-voting model: which members to keep, their weights and the critical-error costs are searched on "
+    "--val, which no member may have been trained on. The result is a model directory that evaluate, the registry "
+    "and serving take like any other."
 )
 
 
