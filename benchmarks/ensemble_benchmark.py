@@ -20,7 +20,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from transformer_benchmark import DEFAULT_DATA, TARGETS, fmt, latency_ms, print_table, score_columns, stratified_head
+from transformer_benchmark import (
+    DEFAULT_DATA,
+    SCORE_COLUMNS,
+    TARGETS,
+    fmt,
+    latency_ms,
+    print_table,
+    score_columns,
+    stratified_head,
+)
 
 SPLIT = ["split.train=0.85", "split.validation=0.15", "split.test=0.0"]  # as in transformer_benchmark.py
 
@@ -113,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     columns = ["model", "macro F1", "custom", "recall_c2", "precision_c1", "f1_c0", "P(0→2)", "P(2→0)"]
     columns += ["custom (argmax)", "costs 0→2/2→0", "predict ms/prompt", "single p50 ms"]
-    metric_keys = ["macro_f1", "custom_score", "recall_c2", "precision_c1", "f1_c0", "false_alarm_rate"]
-    metric_keys += ["missed_threat_rate", "custom_score_argmax"]
+    metric_keys = [*SCORE_COLUMNS, "custom_score_argmax"]
     print_table(
         columns,
         [

@@ -80,6 +80,17 @@ def latency_ms(model, texts: list[str]) -> tuple[float, float]:
     return batched, statistics.median(singles) if singles else float("nan")
 
 
+SCORE_COLUMNS = (
+    "macro_f1",
+    "custom_score",
+    "recall_c2",
+    "precision_c1",
+    "f1_c0",
+    "false_alarm_rate",
+    "missed_threat_rate",
+)
+
+
 def score_columns(y_true: np.ndarray, y_pred: np.ndarray, cfg) -> dict:
     """The benchmark tables' metric columns (shared by the transformer and ensemble benchmarks)."""
     from prompt_sentinel.metrics import macro_f1, security_score
@@ -198,15 +209,13 @@ def main(argv: list[str] | None = None) -> int:
 
     columns = ["model", "label rule", "macro F1", "custom", "recall_c2", "precision_c1", "f1_c0", "P(0→2)", "P(2→0)"]
     columns += ["train s", "predict ms/prompt", "single p50 ms", "samples/s"]
-    metric_keys = ["macro_f1", "custom_score", "recall_c2", "precision_c1", "f1_c0"]
-    metric_keys += ["false_alarm_rate", "missed_threat_rate"]
     print_table(
         columns,
         [
             [
                 "transformer (MiniLM-L6)",
                 shown["rule"],
-                *(fmt(shown[k]) for k in metric_keys),
+                *(fmt(shown[k]) for k in SCORE_COLUMNS),
                 fmt(row["train_seconds"], 1),
                 fmt(batched_ms, 2),
                 fmt(single_ms, 2),
