@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from prompt_sentinel.classical import train_classical
     from prompt_sentinel.config import load_config
     from prompt_sentinel.data.loading import load_dataset
     from prompt_sentinel.errors import TrainingError
     from prompt_sentinel.metrics import macro_f1, security_score
-    from prompt_sentinel.modeling import load_model
+    from prompt_sentinel.models.loading import load_model
+    from prompt_sentinel.training.classical.trainer import train_classical
 
     cfg = load_config(args.config, [f"featurizer.kind={args.featurizer}", "mlflow.enabled=false", *args.overrides])
     train_df = load_dataset(args.train, cfg)

@@ -73,12 +73,12 @@ def _row(name: str, model, proba: np.ndarray, y_true: np.ndarray, texts: list[st
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from prompt_sentinel.classical import train_classical
     from prompt_sentinel.config import load_config
     from prompt_sentinel.data.loading import load_dataset
     from prompt_sentinel.data.split import split_dataset
-    from prompt_sentinel.ensemble import build_ensemble
-    from prompt_sentinel.modeling import load_model
+    from prompt_sentinel.models.loading import load_model
+    from prompt_sentinel.training.classical.trainer import train_classical
+    from prompt_sentinel.training.ensemble import build_ensemble
 
     train_csv, test_csv = args.data_dir / "prompts_train.csv", args.data_dir / "prompts_test.csv"
     for path in (train_csv, test_csv, args.transformer):

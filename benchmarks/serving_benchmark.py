@@ -165,7 +165,7 @@ async def concurrent(url: str, name: str, texts: list[str], concurrency: int) ->
 
 
 def bench_model(kind: str, model_dir: Path, args: argparse.Namespace) -> list[Row]:
-    from prompt_sentinel.modeling import load_model
+    from prompt_sentinel.models.loading import load_model
     from serving.local import start_local_server
 
     rows: list[Row] = []

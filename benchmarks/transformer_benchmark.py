@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     from prompt_sentinel.config import load_config
     from prompt_sentinel.data.loading import load_dataset
     from prompt_sentinel.data.split import split_dataset
-    from prompt_sentinel.modeling import load_model
-    from prompt_sentinel.transformer.trainer import train_transformer
+    from prompt_sentinel.models.loading import load_model
+    from prompt_sentinel.training.transformer.trainer import train_transformer
 
     train_csv, test_csv = args.data_dir / "prompts_train.csv", args.data_dir / "prompts_test.csv"
     for path in (train_csv, test_csv):

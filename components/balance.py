@@ -1,7 +1,7 @@
 """Stage 3 — featurize/balance: what class balancing does to the training split, before any model trains.
 
 Featurizes the training split exactly as the trainers do (``cfg.featurizer``, normalized text) and runs
-:func:`prompt_sentinel.balance.balance_features` on it, so the KFP UI shows the class counts before and after
+:func:`prompt_sentinel.training.balance.balance_features` on it, so the KFP UI shows the class counts before and after
 SMOTE & co. (or that sparse TF-IDF falls back to balanced class weights). The trainers repeat balancing inside
 every cross-validation fold; this step is the reviewable record of the policy, it does not feed them.
 """
@@ -27,10 +27,10 @@ def balance_report(
         import json
         from pathlib import Path
 
-        from prompt_sentinel.balance import balance_features
         from prompt_sentinel.data import read_split
         from prompt_sentinel.features import build_featurizer, featurization_session
         from prompt_sentinel.text import normalize_text
+        from prompt_sentinel.training.balance import balance_features
 
         cfg = stage_config(config_json)
         train = read_split(splits.path, "train")

@@ -3,7 +3,7 @@
 Runs after the classical fan-out and the transformer branch. The transformer arrives as its evaluation URI (the
 pipeline's ``dsl.OneOf`` over the branch; its ``source.json`` names the model): KFP's compiler refuses
 ``dsl.Collected`` inside a condition group, and ``kfp.local`` resolves ``dsl.OneOf`` over parameters only. Calls
-:func:`prompt_sentinel.ensemble.build_ensemble` (member weights and decision costs tuned on
+:func:`prompt_sentinel.training.ensemble.build_ensemble` (member weights and decision costs tuned on
 ``splits/validation.csv``, which no member was fitted on) and evaluates the result exactly like
 ``evaluate_candidate`` does, so the ensemble reaches selection as one more candidate.
 
@@ -47,7 +47,8 @@ def ensemble_candidate(
 
         from prompt_sentinel import storage
         from prompt_sentinel.data import read_split
-        from prompt_sentinel.ensemble import ENSEMBLE_FAMILY, build_ensemble
+        from prompt_sentinel.models.ensemble import ENSEMBLE_FAMILY
+        from prompt_sentinel.training.ensemble import build_ensemble
 
         cfg = stage_config(config_json, mlflow_uri=mlflow_uri)
         skipped = None

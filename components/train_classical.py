@@ -1,6 +1,6 @@
 """Stage 4a — train one classical model (one task per model, fanned out with ``dsl.ParallelFor``).
 
-Calls :func:`prompt_sentinel.classical.train_classical` on the train split (validation split for the held-out
+Calls :func:`prompt_sentinel.training.classical.trainer.train_classical` on the train split (validation split for the held-out
 score), which searches hyperparameters by cross-validation, balances inside every fold, refits and writes the
 model artifact directory atomically. Output ``model`` (Model) is that directory; ``metrics`` carries the CV
 score and the validation metrics. The MLflow run goes to ``mlflow_uri`` (token from the ``MLFLOW_TRACKING_TOKEN``
@@ -26,8 +26,8 @@ def train_classical_model(
     from components._runtime import log_scalars, seal_metrics, stage, stage_config, tracking_dir_for
 
     with stage(f"train[{model_name}]", results_uri):
-        from prompt_sentinel.classical import train_classical
         from prompt_sentinel.data import read_split
+        from prompt_sentinel.training.classical.trainer import train_classical
 
         cfg = stage_config(config_json, mlflow_uri=mlflow_uri)
         train = read_split(splits.path, "train")

@@ -1,6 +1,6 @@
 """Stage 4b — fine-tune the transformer (runs only when requested; GPU node pool on a cluster).
 
-Calls :func:`prompt_sentinel.transformer.trainer.train_transformer`. The pipeline retries this task
+Calls :func:`prompt_sentinel.training.transformer.trainer.train_transformer`. The pipeline retries this task
 (``cfg.pipeline.training_retries``) because GPU nodes are often preemptible: checkpoints are written during
 training, and a retry resumes from the latest one instead of starting over. Locally they live beside the
 output; on a cluster the output is a ``gs://`` artifact, so checkpoints are mirrored to ``<model uri>-checkpoints``
@@ -27,7 +27,7 @@ def train_transformer_model(
     with stage("train[transformer]", results_uri):
         from prompt_sentinel import storage
         from prompt_sentinel.data import read_split
-        from prompt_sentinel.transformer.trainer import result_summary, train_transformer
+        from prompt_sentinel.training.transformer.trainer import result_summary, train_transformer
 
         cfg = stage_config(config_json, mlflow_uri=mlflow_uri)
         if storage.is_gcs(model.uri) and not cfg.transformer.checkpoint_uri:

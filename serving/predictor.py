@@ -2,7 +2,7 @@
 
 ``load()`` resolves the model reference (``name@champion``, ``name/vK``, a local directory, a ``gs://``
 prefix or KServe's ``storageUri`` mount ``/mnt/models``), verifies every file against ``checksums.json``,
-loads either family through :func:`prompt_sentinel.modeling.load_model`, sizes torch's thread pool to the
+loads either family through :func:`prompt_sentinel.models.loading.load_model`, sizes torch's thread pool to the
 pod's CPU limit and warms the model up; only then is the predictor ready. ``preprocess`` validates and
 extracts texts (:mod:`serving.protocol`), ``predict`` runs the model on the whole batch (merging concurrent
 requests, :mod:`serving.batching`), ``postprocess`` formats the answer for the protocol the request used.
@@ -22,7 +22,8 @@ import numpy as np
 from prompt_sentinel.config import DecisionConfig, SentinelConfig
 from prompt_sentinel.decision import assign_labels, decide
 from prompt_sentinel.errors import RegistryError
-from prompt_sentinel.modeling import SentinelModel, load_model
+from prompt_sentinel.models.base import SentinelModel
+from prompt_sentinel.models.loading import load_model
 from serving._kserve import kserve
 from serving.batching import BatchRunner
 from serving.http import RequestRejected
@@ -79,7 +80,7 @@ def effective_decision(model_decision: DecisionConfig, override: DecisionConfig)
 def _size_torch_threads(model: SentinelModel) -> None:
     """Size torch's thread pool to the pod's CPU limit for sklearn pipelines that embed with torch.
 
-    The transformer loader already does this (``prompt_sentinel.transformer.model.torch_threads``: the cgroup
+    The transformer loader already does this (``prompt_sentinel.models.transformer.torch_threads``: the cgroup
     CPU quota, or ``SENTINEL_TORCH_THREADS``); a classical model with an ``embeddings``/``combined``
     featurizer runs MiniLM through torch as well and gets the same pool, inside an ensemble too. TF-IDF pipelines
     do not use torch.
@@ -90,7 +91,7 @@ def _size_torch_threads(model: SentinelModel) -> None:
         return
     import torch
 
-    from prompt_sentinel.transformer.model import torch_threads
+    from prompt_sentinel.models.transformer import torch_threads
 
     torch.set_num_threads(torch_threads())
     logger.info("torch intra-op threads: %d", torch.get_num_threads())

@@ -101,8 +101,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path) -> 
 
     from prompt_sentinel.config import LabelConfig, SentinelConfig
     from prompt_sentinel.data.loading import load_dataset
-    from prompt_sentinel.modeling import ModelDescriptor
-    from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+    from prompt_sentinel.models.base import ModelDescriptor
+    from prompt_sentinel.models.sklearn import save_sklearn_artifact
     from prompt_sentinel.text import normalize_text
 
     frame = load_dataset(str(demo_csv), SentinelConfig())

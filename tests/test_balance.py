@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from prompt_sentinel.balance import balance_features, balance_mode, balanced_sample_weight, build_sampler
 from prompt_sentinel.config import load_config
 from prompt_sentinel.errors import ConfigError, TrainingError
+from prompt_sentinel.training.balance import balance_features, balance_mode, balanced_sample_weight, build_sampler
 
 
 def _data(counts=(40, 12, 20), dim=6, seed=0, spacing=3.0) -> tuple[np.ndarray, np.ndarray]:

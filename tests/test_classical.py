@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from prompt_sentinel import storage, tracking
+from prompt_sentinel import storage
 from prompt_sentinel.checksums import MANIFEST_NAME, read_manifest, write_manifest
-from prompt_sentinel.classical import cross_validation_folds, search_space, train_classical
 from prompt_sentinel.config import CLASSICAL_MODELS, load_config
 from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
 from prompt_sentinel.metrics import custom_score, macro_f1
-from prompt_sentinel.modeling import load_model
+from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.training import tracking
+from prompt_sentinel.training.classical.trainer import cross_validation_folds, search_space, train_classical
 
 FAST = [
     "featurizer.kind=tfidf",
@@ -377,7 +378,7 @@ def test_mlflow_run_is_recorded_in_sqlite(demo_split, tmp_path):
 
 
 def test_probabilities_are_placed_by_class_id_when_the_estimator_saw_a_subset():
-    from prompt_sentinel.sklearn_artifact import probabilities_by_class_id
+    from prompt_sentinel.models.sklearn import probabilities_by_class_id
 
     proba = np.array([[0.7, 0.3], [0.1, 0.9]])
     placed = probabilities_by_class_id(proba, [0, 2], 3)

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from typer.testing import CliRunner
 
 from prompt_sentinel.cli import app, main
-from prompt_sentinel.modeling import load_model
+from prompt_sentinel.models.loading import load_model
 
 runner = CliRunner()
 FAST = [
@@ -112,7 +112,7 @@ def test_missing_data_file_exits_1(tmp_path, monkeypatch, capsys):
 
 def test_transformer_model_dispatches_to_the_transformer_trainer(demo_files, tmp_path, monkeypatch):
     """Only the dispatch is checked here; the transformer trainer has its own tests."""
-    trainer = pytest.importorskip("prompt_sentinel.transformer.trainer")
+    trainer = pytest.importorskip("prompt_sentinel.training.transformer.trainer")
     calls = {}
 
     def record(train_df, val_df, cfg, out_dir, base_model=None, progress=True):

@@ -22,7 +22,7 @@ from prompt_sentinel.client import (
     parse_v2_response,
 )
 from prompt_sentinel.config import load_config
-from prompt_sentinel.modeling import load_model
+from prompt_sentinel.models.loading import load_model
 from serving.local import free_port
 
 # KServe 0.21 answers with ORJSONResponse, which FastAPI 0.165 deprecates; not ours to change.

@@ -20,19 +20,15 @@ from prompt_sentinel.cli import app
 from prompt_sentinel.config import LabelConfig, LabelRoles, load_config
 from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.data.split import split_dataset
-from prompt_sentinel.ensemble import (
-    ENSEMBLE_REPORT,
-    EnsembleSentinelModel,
-    blend,
-    build_ensemble,
-    search_weights,
-    simplex_grid,
-)
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
 from prompt_sentinel.metrics import security_score
-from prompt_sentinel.modeling import DESCRIPTOR_NAME, ModelDescriptor, load_model
-from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+from prompt_sentinel.models.base import ModelDescriptor
+from prompt_sentinel.models.ensemble import EnsembleSentinelModel, blend
+from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.models.sklearn import save_sklearn_artifact
+from prompt_sentinel.run_layout import ENSEMBLE_REPORT, MODEL_DESCRIPTOR
 from prompt_sentinel.text import normalize_text
+from prompt_sentinel.training.ensemble import build_ensemble, search_weights, simplex_grid
 
 ROLES = LabelRoles(benign=0, suspicious=1, malicious=2)
 
@@ -175,9 +171,9 @@ def test_descriptor_member_paths_must_stay_inside_the_artifact(members, tmp_path
     dirs, val = members
     out = tmp_path / "ensemble"
     build_ensemble(dirs, val, _cfg(), out)
-    descriptor = json.loads((out / DESCRIPTOR_NAME).read_text())
+    descriptor = json.loads((out / MODEL_DESCRIPTOR).read_text())
     descriptor["params"]["members"][0]["path"] = "../../somewhere"
-    (out / DESCRIPTOR_NAME).write_text(json.dumps(descriptor))
+    (out / MODEL_DESCRIPTOR).write_text(json.dumps(descriptor))
     write_manifest(out)
     with pytest.raises(ModelFormatError, match=r"params.members\[0\].path='../../somewhere' must lie under members/"):
         load_model(out)

@@ -17,7 +17,7 @@ from prompt_sentinel.evaluation.robustness import (
     false_alarm_probe,
     transform_text,
 )
-from prompt_sentinel.modeling import ModelDescriptor, SentinelModel
+from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
 from prompt_sentinel.text import normalize_text
 
 SAMPLES = (
@@ -139,7 +139,7 @@ def test_false_alarm_probe_on_scripted_model() -> None:
 
 def test_robustness_on_real_model(tiny_model_dir: Path, demo_blind_csv: Path) -> None:
     from prompt_sentinel.data.loading import load_dataset
-    from prompt_sentinel.modeling import load_model
+    from prompt_sentinel.models.loading import load_model
 
     frame = load_dataset(str(demo_blind_csv), SentinelConfig())
     model = load_model(tiny_model_dir)

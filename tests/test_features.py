@@ -23,7 +23,7 @@ from prompt_sentinel.features import (
     featurization_session,
 )
 from prompt_sentinel.hf_checkpoints import resolve_model_dir
-from prompt_sentinel.sklearn_artifact import load_skops_estimator
+from prompt_sentinel.models.sklearn import load_skops_estimator
 from prompt_sentinel.text import normalize_text
 
 

@@ -21,7 +21,7 @@ from test_registry_local import make_cfg, make_model_dir
 
 from prompt_sentinel import storage
 from prompt_sentinel.errors import RegistryError
-from prompt_sentinel.modeling import load_model
+from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.registry import ModelRegistry, resolve_model_ref
 
 Hook = Callable[[str, str, "Call", dict[str, Any]], requests.Response | None]

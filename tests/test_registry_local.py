@@ -17,7 +17,8 @@ import pytest
 from prompt_sentinel.checksums import sha256_file
 from prompt_sentinel.config import LabelConfig, SentinelConfig
 from prompt_sentinel.errors import ChecksumError, RegistryError
-from prompt_sentinel.modeling import ModelDescriptor, load_model
+from prompt_sentinel.models.base import ModelDescriptor
+from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.registry import ModelRegistry, parse_ref, push_model, resolve_model_ref
 from prompt_sentinel.registry.registry import ModelRef
 
@@ -71,7 +72,7 @@ def make_model_dir(out: Path, with_evaluation: bool = True) -> Path:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+    from prompt_sentinel.models.sklearn import save_sklearn_artifact
 
     pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression(max_iter=200))])
     pipeline.fit(TEXTS, LABELS)

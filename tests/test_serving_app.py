@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.config import DecisionConfig, load_config
 from prompt_sentinel.decision import assign_labels, decide
-from prompt_sentinel.modeling import load_model, read_descriptor
+from prompt_sentinel.models.base import read_descriptor
+from prompt_sentinel.models.loading import load_model
 from serving.predictor import SentinelPredictor
 from serving.protocol import V2_BINARY_HEADER, encode_v2_binary_request
 from serving.server import create_app

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from prompt_sentinel.modeling import load_model
+from prompt_sentinel.models.loading import load_model
 from serving import running_server
 from serving.local import free_port, server_command
 from serving.protocol import V2_BINARY_HEADER, encode_v2_binary_request
@@ -143,7 +143,7 @@ def test_ensemble_of_both_families_round_trip_over_http(
     from prompt_sentinel.config import load_config
     from prompt_sentinel.data.loading import load_dataset
     from prompt_sentinel.data.split import split_dataset
-    from prompt_sentinel.ensemble import build_ensemble
+    from prompt_sentinel.training.ensemble import build_ensemble
     from serving.demo_models import build_minilm_demo_model
 
     root = tmp_path_factory.mktemp("ensemble")

@@ -8,7 +8,7 @@ import pytest
 
 from prompt_sentinel.config import ControllerConfig, LabelConfig
 from prompt_sentinel.errors import TrainingError
-from prompt_sentinel.transformer.controller import AlphaController, build_targets
+from prompt_sentinel.training.transformer.controller import AlphaController, build_targets
 
 LABELS = LabelConfig()  # 0 benign, 1 suspicious, 2 malicious
 

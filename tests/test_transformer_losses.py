@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prompt_sentinel.errors import TrainingError
-from prompt_sentinel.transformer.losses import build_loss, focal_loss, initial_alpha, weighted_cross_entropy
+from prompt_sentinel.training.transformer.losses import build_loss, focal_loss, initial_alpha, weighted_cross_entropy
 
 
 def _softmax(row: list[float]) -> list[float]:

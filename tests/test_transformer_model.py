@@ -16,15 +16,16 @@ import torch
 from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.config import LabelConfig
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
-from prompt_sentinel.modeling import ModelDescriptor, load_model
-from prompt_sentinel.transformer.checkpoints import resolve_checkpoint
-from prompt_sentinel.transformer.model import (
+from prompt_sentinel.models.base import ModelDescriptor
+from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.models.transformer import (
     THREADS_ENV,
     TransformerSentinelModel,
     cpu_limit,
     length_buckets,
     torch_threads,
 )
+from prompt_sentinel.training.transformer.checkpoints import resolve_checkpoint
 
 LABELS = LabelConfig()
 TEXTS = [

@@ -21,9 +21,15 @@ from prompt_sentinel.checksums import verify_manifest
 from prompt_sentinel.config import SentinelConfig, load_config
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import custom_score, score_from_confusion
-from prompt_sentinel.modeling import load_model, read_descriptor
-from prompt_sentinel.transformer.checkpoints import LATEST_POINTER, STATE_FILE, resolve_checkpoint, work_dir_for
-from prompt_sentinel.transformer.trainer import TransformerTrainResult, result_summary, train_transformer
+from prompt_sentinel.models.base import read_descriptor
+from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.training.transformer.checkpoints import (
+    LATEST_POINTER,
+    STATE_FILE,
+    resolve_checkpoint,
+    work_dir_for,
+)
+from prompt_sentinel.training.transformer.trainer import TransformerTrainResult, result_summary, train_transformer
 
 ARTIFACT_FILES = {
     "config.json",

@@ -43,7 +43,7 @@ def run_train(
     train_df = _load(data, cfg)
     val_df = _load(val, cfg) if val else None
     if model == "transformer":
-        from prompt_sentinel.transformer.trainer import train_transformer  # torch training: import lazily
+        from prompt_sentinel.training.transformer.trainer import train_transformer  # torch training: import lazily
 
         trained = train_transformer(train_df, val_df, cfg, out, base_model=base_model, progress=progress)
         return {
@@ -58,7 +58,7 @@ def run_train(
                 if isinstance(v, (int, float)) and not isinstance(v, bool)
             },
         }
-    from prompt_sentinel.classical import train_classical
+    from prompt_sentinel.training.classical.trainer import train_classical
 
     result = train_classical(model, train_df, val_df, cfg, out, progress=progress)
     return {
@@ -88,7 +88,7 @@ def run_ensemble(
     members: list[str], val: str, out: str, cfg: SentinelConfig, names: list[str] | None = None
 ) -> dict[str, Any]:
     """Load the validation data and build the ensemble; returns a summary dict."""
-    from prompt_sentinel.ensemble import build_ensemble
+    from prompt_sentinel.training.ensemble import build_ensemble
 
     result = build_ensemble(members, _load(val, cfg), cfg, out, names=names or None)
     return {

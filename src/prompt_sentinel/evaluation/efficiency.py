@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from prompt_sentinel.errors import DataError
-from prompt_sentinel.modeling import SentinelModel
+from prompt_sentinel.models.base import SentinelModel
 
 THROUGHPUT_BATCH_SIZE = 32
 THROUGHPUT_BATCHES = 4

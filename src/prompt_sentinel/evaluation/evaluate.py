@@ -35,7 +35,8 @@ from prompt_sentinel.evaluation.efficiency import measure_efficiency
 from prompt_sentinel.evaluation.metrics_suite import compute_metrics
 from prompt_sentinel.evaluation.robustness import evaluate_robustness, false_alarm_probe
 from prompt_sentinel.metrics import confusion_matrix
-from prompt_sentinel.modeling import SentinelModel, load_model, read_descriptor
+from prompt_sentinel.models.base import SentinelModel, read_descriptor
+from prompt_sentinel.models.loading import load_model
 
 log = logging.getLogger(__name__)
 

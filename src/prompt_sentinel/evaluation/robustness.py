@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from prompt_sentinel.config import LabelConfig
-from prompt_sentinel.modeling import SentinelModel
+from prompt_sentinel.models.base import SentinelModel
 
 TransformFn = Callable[[str, random.Random], str]
 

@@ -1,4 +1,4 @@
-"""The MLflow ``pyfunc`` face of a registry version: load through :func:`prompt_sentinel.modeling.load_model`.
+"""The MLflow ``pyfunc`` face of a registry version: load through :func:`prompt_sentinel.models.loading.load_model`.
 
 Logged as *models-from-code* (``pyfunc_entry.py``) so MLflow stores source code, never a pickled object.
 ``predict`` takes a DataFrame with a ``text`` column (or a list of strings, or ``{"text": [...]}``) and
@@ -34,7 +34,7 @@ class SentinelPyfuncModel(mlflow.pyfunc.PythonModel):
     """Wraps a checksum-verified Prompt Sentinel artifact stored as the ``model_dir`` artifact."""
 
     def load_context(self, context: Any) -> None:
-        from prompt_sentinel.modeling import load_model
+        from prompt_sentinel.models.loading import load_model
 
         self._model = load_model(context.artifacts[MODEL_DIR_ARTIFACT])
 

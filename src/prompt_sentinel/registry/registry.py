@@ -36,9 +36,10 @@ from prompt_sentinel import storage
 from prompt_sentinel.checksums import MANIFEST_NAME, read_manifest, sha256_bytes, sha256_file, verify_manifest
 from prompt_sentinel.config import SentinelConfig
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, RegistryError, SentinelError
-from prompt_sentinel.modeling import DESCRIPTOR_NAME, read_descriptor
+from prompt_sentinel.models.base import read_descriptor
 from prompt_sentinel.registry import model_card
 from prompt_sentinel.registry.backends import Backend, make_backend
+from prompt_sentinel.run_layout import MODEL_DESCRIPTOR
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +505,7 @@ class ModelRegistry:
         try:
             if not local.is_dir():
                 raise RegistryError(f"model directory {source} does not exist or is not a directory")
-            missing = [f for f in (DESCRIPTOR_NAME, MANIFEST_NAME) if not (local / f).is_file()]
+            missing = [f for f in (MODEL_DESCRIPTOR, MANIFEST_NAME) if not (local / f).is_file()]
             if missing:
                 raise RegistryError(
                     f"{source} is not a complete model artifact: missing {', '.join(missing)} (a directory "
@@ -909,8 +910,8 @@ def resolve_model_ref(ref_or_path: str | Path, cfg: SentinelConfig | None = None
         return _resolve_gcs_dir(text, cfg)
     path = Path(text).expanduser()
     if path.is_dir():
-        if not (path / DESCRIPTOR_NAME).is_file():
-            raise RegistryError(f"{path} is a directory but not a model artifact (no {DESCRIPTOR_NAME})")
+        if not (path / MODEL_DESCRIPTOR).is_file():
+            raise RegistryError(f"{path} is a directory but not a model artifact (no {MODEL_DESCRIPTOR})")
         verify_manifest(path)
         return path
     if _looks_like_ref(text):

@@ -18,7 +18,8 @@ import sklearn
 
 from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.errors import ModelFormatError
-from prompt_sentinel.modeling import SKOPS_FILE, ModelDescriptor, SentinelModel
+from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
+from prompt_sentinel.run_layout import SKOPS_MODEL
 
 TRUSTED_MODULE_PREFIXES = (
     "sklearn.",
@@ -47,7 +48,7 @@ def save_sklearn_artifact(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _plain_int_vocabularies(estimator)
-    sio.dump(estimator, out / SKOPS_FILE)
+    sio.dump(estimator, out / SKOPS_MODEL)
     descriptor.write(out)
     for name, payload in (extra_json or {}).items():
         (out / name).write_text(json.dumps(payload, indent=2, default=_json_default))
@@ -94,7 +95,7 @@ def load_skops_estimator(path: str | Path) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise ModelFormatError(f"{path}: missing; a scikit-learn artifact needs {SKOPS_FILE}")
+        raise ModelFormatError(f"{path}: missing; a scikit-learn artifact needs {SKOPS_MODEL}")
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # not a zip / not a skops file
@@ -143,7 +144,7 @@ def probabilities_by_class_id(proba: np.ndarray, classes: Sequence[int], n_class
 
 def load_sklearn_model(path: str | Path, descriptor: ModelDescriptor) -> SklearnSentinelModel:
     started = time.perf_counter()
-    estimator = load_skops_estimator(Path(path) / SKOPS_FILE)
+    estimator = load_skops_estimator(Path(path) / SKOPS_MODEL)
     model = SklearnSentinelModel(Path(path), descriptor, estimator)
     model.load_seconds = time.perf_counter() - started
     return model

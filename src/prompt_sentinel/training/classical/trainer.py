@@ -34,8 +34,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import ParameterGrid, ParameterSampler, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 
-from prompt_sentinel import storage, tracking
-from prompt_sentinel.balance import balance_features, balanced_sample_weight, check_sampling_targets, class_counts
+from prompt_sentinel import storage
 from prompt_sentinel.checksums import MANIFEST_NAME
 from prompt_sentinel.config import CLASSICAL_MODELS, SentinelConfig
 from prompt_sentinel.data.loading import check_labelled_frame
@@ -44,9 +43,16 @@ from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
 from prompt_sentinel.metrics import custom_score, macro_f1, security_score
-from prompt_sentinel.modeling import ModelDescriptor
-from prompt_sentinel.sklearn_artifact import probabilities_by_class_id, save_sklearn_artifact
+from prompt_sentinel.models.base import ModelDescriptor
+from prompt_sentinel.models.sklearn import probabilities_by_class_id, save_sklearn_artifact
 from prompt_sentinel.text import normalize_text
+from prompt_sentinel.training import tracking
+from prompt_sentinel.training.balance import (
+    balance_features,
+    balanced_sample_weight,
+    check_sampling_targets,
+    class_counts,
+)
 
 log = logging.getLogger(__name__)
 

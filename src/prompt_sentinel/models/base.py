@@ -1,4 +1,4 @@
-"""One loading interface for every model artifact: used by evaluation, the registry and serving alike.
+"""What every model artifact is: its descriptor and the :class:`SentinelModel` interface all families implement.
 
 An artifact is a directory holding:
 
@@ -8,7 +8,8 @@ An artifact is a directory holding:
   for transformers; ``members/<name>/`` (each a model directory) for soft-voting ensembles.
 
 Text normalization happens here, in :meth:`SentinelModel.predict_proba`, so every caller — evaluation, the
-KServe predictor, benchmarks — feeds models exactly what training fed them.
+KServe predictor, benchmarks — feeds models exactly what training fed them. Loading an artifact of any family
+is :func:`prompt_sentinel.models.loading.load_model`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from prompt_sentinel import storage
-from prompt_sentinel.checksums import verify_manifest
 from prompt_sentinel.config import DecisionConfig, LabelConfig, LabelRoles
 from prompt_sentinel.decision import Decision, assign_labels, decide
 from prompt_sentinel.errors import ModelFormatError
+from prompt_sentinel.run_layout import MODEL_DESCRIPTOR
 from prompt_sentinel.text import normalize_text
 
-DESCRIPTOR_NAME = "sentinel_model.json"
-SKOPS_FILE = "model.skops"
 ModelFamily = Literal["sklearn", "transformer", "ensemble"]
 
 
@@ -51,16 +49,16 @@ class ModelDescriptor(BaseModel):
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     def write(self, directory: str | Path) -> Path:
-        path = Path(directory) / DESCRIPTOR_NAME
+        path = Path(directory) / MODEL_DESCRIPTOR
         path.write_text(self.model_dump_json(indent=2))
         return path
 
 
 def read_descriptor(directory: str | Path) -> ModelDescriptor:
-    path = Path(directory) / DESCRIPTOR_NAME
+    path = Path(directory) / MODEL_DESCRIPTOR
     if not path.is_file():
         raise ModelFormatError(
-            f"{directory}: no {DESCRIPTOR_NAME}; not a Prompt Sentinel model directory "
+            f"{directory}: no {MODEL_DESCRIPTOR}; not a Prompt Sentinel model directory "
             "(expected a skops pipeline or a transformers directory written by `sentinel train`)"
         )
     try:
@@ -111,24 +109,3 @@ class SentinelModel(ABC):
 
     @abstractmethod
     def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray: ...
-
-
-def load_model(path_or_uri: str | Path, verify: bool = True, cache_dir: str | Path | None = None) -> SentinelModel:
-    """Load any artifact (local dir or gs:// prefix), verifying checksums first."""
-    local = storage.download_to_local(str(path_or_uri), cache_dir=cache_dir)
-    if not local.is_dir():
-        raise ModelFormatError(f"{path_or_uri}: expected a model directory, got a file")
-    descriptor = read_descriptor(local)
-    if verify:
-        verify_manifest(local)
-    if descriptor.family == "sklearn":
-        from prompt_sentinel.sklearn_artifact import load_sklearn_model
-
-        return load_sklearn_model(local, descriptor)
-    if descriptor.family == "ensemble":
-        from prompt_sentinel.ensemble import load_ensemble_model
-
-        return load_ensemble_model(local, descriptor)
-    from prompt_sentinel.transformer.model import load_transformer_model
-
-    return load_transformer_model(local, descriptor)

@@ -8,10 +8,10 @@ every weight vector on a grid over the simplex, and for each the critical-error 
 on. The best (members, weights, costs) wins; ties go to fewer members, then to more even weights, and a candidate
 that only adds noise is left out.
 
-The artifact is an ordinary model directory: ``sentinel_model.json`` (family ``ensemble``, members and weights in
+The artifact (loaded by :mod:`prompt_sentinel.models.ensemble`) is an ordinary model directory: ``sentinel_model.json`` (family ``ensemble``, members and weights in
 ``params``), ``ensemble.json`` (the whole weight search), and a verbatim copy of every member under
 ``members/<name>/``; the top-level ``checksums.json`` covers every file, members included, so
-:func:`prompt_sentinel.modeling.load_model` verifies the whole tree once before anything is deserialized.
+:func:`prompt_sentinel.models.loading.load_model` verifies the whole tree once before anything is deserialized.
 """
 
 from __future__ import annotations
@@ -30,33 +30,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prompt_sentinel import storage, tracking
+from prompt_sentinel import storage
 from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
 from prompt_sentinel.config import DecisionConfig, LabelRoles, SentinelConfig
 from prompt_sentinel.decision import assign_labels, tune_costs
-from prompt_sentinel.errors import ModelFormatError, TrainingError
+from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import security_score
-from prompt_sentinel.modeling import ModelDescriptor, SentinelModel, load_model
-
-__all__ = [
-    "ENSEMBLE_FAMILY",
-    "ENSEMBLE_REPORT",
-    "MEMBERS_DIR",
-    "EnsembleResult",
-    "EnsembleSentinelModel",
-    "WeightTrial",
-    "blend",
-    "build_ensemble",
-    "load_ensemble_model",
-    "search_weights",
-    "simplex_grid",
-]
+from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
+from prompt_sentinel.models.ensemble import ENSEMBLE_FAMILY, blend
+from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.run_layout import ENSEMBLE_MEMBERS_DIR, ENSEMBLE_REPORT
+from prompt_sentinel.training import tracking
 
 log = logging.getLogger(__name__)
-
-ENSEMBLE_FAMILY = "ensemble"
-MEMBERS_DIR = "members"
-ENSEMBLE_REPORT = "ensemble.json"
 
 
 # --- pure logic ---------------------------------------------------------------------------------------------
@@ -83,19 +69,6 @@ def simplex_grid(n_members: int, step: float) -> list[tuple[float, ...]]:
 
     vectors = [tuple(u / units for u in c) for c in compositions(units, n_members)]
     return sorted(vectors, key=lambda w: (max(w) - min(w), tuple(-x for x in w)))
-
-
-def blend(member_proba: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """The weighted average of the members' probabilities (rows still sum to 1)."""
-    if len(member_proba) != len(weights) or not member_proba:
-        raise ValueError(f"got {len(member_proba)} probability arrays for {len(weights)} weights")
-    shapes = {p.shape for p in member_proba}
-    if len(shapes) != 1:
-        raise ValueError(f"member probabilities differ in shape: {sorted(shapes)}")
-    out = np.zeros(member_proba[0].shape, dtype=np.float64)
-    for proba, weight in zip(member_proba, weights, strict=True):
-        out += weight * np.asarray(proba, dtype=np.float64)
-    return out / float(sum(weights))
 
 
 @dataclass(frozen=True)
@@ -154,61 +127,6 @@ def search_weights(
         if trial.custom_score > best.custom_score + 1e-12:
             best = trial
     return best, trials
-
-
-# --- the artifact -------------------------------------------------------------------------------------------
-
-
-class EnsembleSentinelModel(SentinelModel):
-    """Loaded members and their weights; probabilities are the weighted average of the members'."""
-
-    def __init__(
-        self, path: Path, descriptor: ModelDescriptor, members: list[SentinelModel], weights: list[float]
-    ) -> None:
-        super().__init__(path, descriptor)
-        self.members = members
-        self.weights = weights
-
-    def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
-        # texts are normalized already (SentinelModel.predict_proba); normalization is idempotent, but members'
-        # private hook skips the second pass.
-        return blend([m._predict_proba(texts, batch_size=batch_size) for m in self.members], self.weights)
-
-    def warmup(self) -> None:
-        for member in self.members:
-            member.warmup()
-
-
-def _member_entries(descriptor: ModelDescriptor) -> list[dict[str, Any]]:
-    entries = descriptor.params.get("members")
-    if not isinstance(entries, list) or len(entries) < 2:
-        raise ModelFormatError("ensemble descriptor: params.members must list at least 2 members")
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise ModelFormatError(f"ensemble descriptor: params.members[{i}] needs a 'path' string")
-        weight = entry.get("weight")
-        if not isinstance(weight, int | float) or not weight > 0:
-            raise ModelFormatError(f"ensemble descriptor: params.members[{i}].weight must be > 0, got {weight!r}")
-        parts = Path(entry["path"]).parts
-        if Path(entry["path"]).is_absolute() or ".." in parts or not parts or parts[0] != MEMBERS_DIR:
-            raise ModelFormatError(
-                f"ensemble descriptor: params.members[{i}].path={entry['path']!r} must lie under {MEMBERS_DIR}/"
-            )
-    return entries
-
-
-def load_ensemble_model(path: Path, descriptor: ModelDescriptor) -> EnsembleSentinelModel:
-    """Load the members of a verified ensemble directory (the caller verified the whole tree's checksums)."""
-    members = []
-    for entry in _member_entries(descriptor):
-        member = load_model(path / entry["path"], verify=False)
-        if member.descriptor.labels != descriptor.labels:
-            raise ModelFormatError(
-                f"{path / entry['path']}: member labels {member.descriptor.labels.names} differ from the "
-                f"ensemble's {descriptor.labels.names}"
-            )
-        members.append(member)
-    return EnsembleSentinelModel(path, descriptor, members, [float(e["weight"]) for e in descriptor.params["members"]])
 
 
 # --- building one -------------------------------------------------------------------------------------------
@@ -311,7 +229,7 @@ def build_ensemble(
                 "members": [
                     {
                         "name": name,
-                        "path": f"{MEMBERS_DIR}/{name}",
+                        "path": f"{ENSEMBLE_MEMBERS_DIR}/{name}",
                         "weight": weight,
                         "family": model.family,
                         "model_type": model.descriptor.model_type,
@@ -335,7 +253,7 @@ def build_ensemble(
 
         def fill(directory: Path) -> None:
             for name, model in zip(member_names, models, strict=True):
-                shutil.copytree(model.path, directory / MEMBERS_DIR / name)
+                shutil.copytree(model.path, directory / ENSEMBLE_MEMBERS_DIR / name)
             descriptor.write(directory)
             (directory / ENSEMBLE_REPORT).write_text(json.dumps(report, indent=2))
             write_manifest(directory)

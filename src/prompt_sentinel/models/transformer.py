@@ -1,6 +1,6 @@
 """Inference for fine-tuned transformer artifacts (``family == "transformer"``).
 
-``modeling.load_model`` verifies ``checksums.json`` and then calls :func:`load_transformer_model` with the
+``models.loading.load_model`` verifies ``checksums.json`` and then calls :func:`load_transformer_model` with the
 local directory. Weights are read from safetensors only (``use_safetensors=True``): a directory carrying only
 a pickled ``pytorch_model.bin`` is refused rather than unpickled.
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from prompt_sentinel.errors import ModelFormatError
-from prompt_sentinel.modeling import ModelDescriptor, SentinelModel
+from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
 
 log = logging.getLogger(__name__)
 

@@ -41,23 +41,19 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix
 
-from prompt_sentinel import storage, tracking
+from prompt_sentinel import storage
 from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
 from prompt_sentinel.config import SentinelConfig
 from prompt_sentinel.decision import tune_costs
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import macro_f1, score_from_confusion
-from prompt_sentinel.modeling import ModelDescriptor
+from prompt_sentinel.models.base import ModelDescriptor
+from prompt_sentinel.models.transformer import cpu_limit, effective_max_length, length_buckets, quiet_transformers
 from prompt_sentinel.text import normalize_text
-from prompt_sentinel.transformer.checkpoints import CheckpointStore, resolve_checkpoint
-from prompt_sentinel.transformer.controller import AlphaController
-from prompt_sentinel.transformer.losses import build_loss, initial_alpha
-from prompt_sentinel.transformer.model import (
-    cpu_limit,
-    effective_max_length,
-    length_buckets,
-    quiet_transformers,
-)
+from prompt_sentinel.training import tracking
+from prompt_sentinel.training.transformer.checkpoints import CheckpointStore, resolve_checkpoint
+from prompt_sentinel.training.transformer.controller import AlphaController
+from prompt_sentinel.training.transformer.losses import build_loss, initial_alpha
 
 log = logging.getLogger(__name__)
 
