@@ -68,7 +68,8 @@ def _member_entries(descriptor: ModelDescriptor) -> list[dict[str, Any]]:
         parts = Path(entry["path"]).parts
         if Path(entry["path"]).is_absolute() or ".." in parts or not parts or parts[0] != ENSEMBLE_MEMBERS_DIR:
             raise ModelFormatError(
-                f"ensemble descriptor: params.members[{i}].path={entry['path']!r} must lie under {ENSEMBLE_MEMBERS_DIR}/"
+                f"ensemble descriptor: params.members[{i}].path={entry['path']!r} "
+                f"must lie under {ENSEMBLE_MEMBERS_DIR}/"
             )
     return entries
 

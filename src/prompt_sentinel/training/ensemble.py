@@ -8,10 +8,11 @@ every weight vector on a grid over the simplex, and for each the critical-error 
 on. The best (members, weights, costs) wins; ties go to fewer members, then to more even weights, and a candidate
 that only adds noise is left out.
 
-The artifact (loaded by :mod:`prompt_sentinel.models.ensemble`) is an ordinary model directory: ``sentinel_model.json`` (family ``ensemble``, members and weights in
-``params``), ``ensemble.json`` (the whole weight search), and a verbatim copy of every member under
-``members/<name>/``; the top-level ``checksums.json`` covers every file, members included, so
-:func:`prompt_sentinel.models.loading.load_model` verifies the whole tree once before anything is deserialized.
+The artifact (loaded by :mod:`prompt_sentinel.models.ensemble`) is an ordinary model directory:
+``sentinel_model.json`` (family ``ensemble``, members and weights in ``params``), ``ensemble.json`` (the whole
+weight search), and a verbatim copy of every member under ``members/<name>/``; the top-level ``checksums.json``
+covers every file, members included, so :func:`prompt_sentinel.models.loading.load_model` verifies the whole
+tree once before anything is deserialized.
 """
 
 from __future__ import annotations
