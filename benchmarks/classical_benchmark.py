@@ -101,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
                 "f1_c0": score.f1_c0,
                 "p02": score.false_alarm_rate,
                 "p20": score.missed_threat_rate,
-                "cv": result.cv_score,
+                "cv": result.selection_score,
                 "argmax_custom": argmax_score.custom_score,
                 "costs": f"{decision.false_alarm_cost:g}/{decision.missed_threat_cost:g}",
                 "train_s": result.train_seconds,
                 "lat_p50": float(np.median(single)),
                 "lat_p95": float(np.percentile(single, 95)),
                 "batch_ms": batch_ms,
-                "params": result.best_params,
-                "balance": result.balance.get("applied"),
+                "params": result.params,
+                "balance": result.details["balance"].get("applied"),
                 "by_source": by_source(test_df, pred, cfg.labels.names),
             }
         )

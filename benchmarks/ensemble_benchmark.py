@@ -106,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     texts, y_true = test_df["text"].tolist(), test_df["label"].to_numpy()
     rows = []
     shown = [(load_model(d).descriptor.model_type, d) for d in classical_dirs] + [("transformer", args.transformer)]
-    members = " + ".join(f"{w:g}·{m}" for m, w in zip(result.members, result.weights, strict=True))
+    weights = zip(result.details["members"], result.details["weights"], strict=True)
+    members = " + ".join(f"{w:g}·{m}" for m, w in weights)
     for name, path in [*shown, (f"ensemble {members}", out / "ensemble")]:
         model = load_model(path)
         rows.append(_row(name, model, model.predict_proba(texts, batch_size=64), y_true, texts, cfg))
     report = {
         "rows": rows,
-        "ensemble_validation_custom_score": result.validation_custom_score,
-        "member_validation_custom_score": result.member_scores,
+        "ensemble_validation_custom_score": result.selection_score,
+        "member_validation_custom_score": result.details["member_scores"],
         "train_rows": len(train_df),
         "validation_rows": len(val_df),
         "test_rows": len(test_df),
@@ -137,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     print(
-        f"\nvalidation custom score: ensemble {result.validation_custom_score:.4f}, candidates "
-        + ", ".join(f"{k} {v:.4f}" for k, v in result.member_scores.items())
+        f"\nvalidation custom score: ensemble {result.selection_score:.4f}, candidates "
+        + ", ".join(f"{k} {v:.4f}" for k, v in result.details["member_scores"].items())
     )
     for key, (op, target) in TARGETS.items():
         value = rows[-1][key]

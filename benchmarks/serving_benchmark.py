@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(c < 1 for c in args.concurrency):
         parser.error(f"--concurrency values must be at least 1, got {args.concurrency}")
 
-    from serving.demo_models import build_minilm_demo_model, build_sklearn_demo_model
+    # the small demo artifacts the serving tests use (an untrained MiniLM head is enough to time the server)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.fixtures.demo_models import build_minilm_demo_model, build_sklearn_demo_model
 
     workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     models: list[tuple[str, Path]] = [("classical", args.classical or build_sklearn_demo_model(workdir / "logreg"))]

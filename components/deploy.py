@@ -1,9 +1,9 @@
-"""Stage 8 — deploy: put the pushed version into ``cfg.deploy.environment`` (after a successful push).
+"""Deploy the pushed version to ``cfg.deploy.environment`` (after a successful push):
+:func:`prompt_sentinel.stages.deploy.run`.
 
-Calls :func:`prompt_sentinel.deploy.deploy_model`. In the default ``gitops`` mode nothing talks to a cluster:
-the overlay change (diff, changed files, rendered InferenceService, ``deploy_result.json``) becomes the
-``deployment`` artifact, for a reviewer to merge and Argo CD to roll out. ``apply`` mode applies and waits for
-Ready. Never cached.
+In the default ``gitops`` mode nothing talks to a cluster: the overlay change (diff, changed files, rendered
+InferenceService, ``deploy_result.json``) becomes the ``deployment`` artifact, for a reviewer to merge and Argo CD
+to roll out. ``apply`` mode applies and waits for Ready. Never cached.
 """
 
 from kfp.dsl import Artifact, Input, Output
@@ -19,22 +19,18 @@ def deploy_model_version(
     deployment: Output[Artifact],
 ):
     """Deploy the version described by ``registered/push_result.json``."""
-    from components._runtime import stage, stage_config
+    import json
 
-    with stage("deploy", results_uri):
-        import json
-        from pathlib import Path
+    from components._runtime import stage_config
+    from prompt_sentinel.run_layout import DEPLOY_DIFF, DEPLOY_RESULT
+    from prompt_sentinel.stages import deploy
+    from prompt_sentinel.stages.records import publish, stage_failures
 
-        from components._runtime import publish
-        from prompt_sentinel.deploy import deploy_model
-
-        cfg = stage_config(config_json)
-        pushed = json.loads(Path(registered.path).read_text())
-        result = deploy_model(pushed["uri"], pushed["name"], int(pushed["version"]), cfg, out_dir=deployment.path)
-        payload = json.dumps(result.to_dict(), indent=2)
+    with stage_failures("deploy", results_uri):
+        result = deploy.run(registered.path, stage_config(config_json), deployment.path)
         deployment.metadata.update(
             {"mode": result.mode, "environment": result.environment, "changed_files": len(result.changed_files)}
         )
-        publish(results_uri, "deploy_result.json", payload)
+        publish(results_uri, DEPLOY_RESULT, json.dumps(result.to_dict(), indent=2))
         if result.diff:
-            publish(results_uri, "deploy_promotion.diff", result.diff)
+            publish(results_uri, DEPLOY_DIFF, result.diff)

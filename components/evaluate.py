@@ -1,9 +1,8 @@
-"""Stage 5 — evaluate one trained model on the test split (and the blind set when there is one).
+"""Evaluate one trained model on the test split (and the blind set): :func:`prompt_sentinel.stages.evaluate.run`.
 
-Calls :func:`prompt_sentinel.evaluation.evaluate_model`, which writes ``evaluation.json``, ``predictions.csv``
-and charts into the ``evaluation`` artifact. ``metrics`` carries the headline numbers, ``confusion`` the test-set
-confusion matrix (drawn by the KFP UI). ``source.json`` beside them records which model artifact was evaluated,
-so selection can copy the winner without taking every model as an input.
+``evaluation`` holds ``evaluation.json``, ``predictions.csv``, charts and ``source.json`` (which model artifact was
+evaluated, so selection can copy the winner without taking every model as an input); ``metrics`` the headline
+numbers, ``confusion`` the test-set confusion matrix (drawn by the KFP UI).
 
 Returns the evaluation artifact's URI: the transformer branch hands it to selection through ``dsl.OneOf``
 (parameters only: ``kfp.local`` cannot resolve ``dsl.OneOf`` over artifacts).
@@ -25,9 +24,18 @@ def evaluate_candidate(
     confusion: Output[ClassificationMetrics],
 ) -> str:
     """Evaluate ``model`` on ``splits/test.csv`` (blind: ``splits/blind.csv`` if present)."""
-    from components._runtime import evaluate_into, stage, stage_config
+    from components._runtime import record_evaluation, stage_config
+    from prompt_sentinel.stages import evaluate
+    from prompt_sentinel.stages.records import stage_failures
 
-    name = str(model.metadata.get("model_type") or "model")
-    with stage(f"evaluate[{name}]", results_uri):
-        cfg = stage_config(config_json)
-        return evaluate_into(cfg, model.path, model.uri, splits.path, evaluation, metrics, confusion)
+    with stage_failures(f"evaluate[{model.metadata.get('model_type') or 'model'}]", results_uri):
+        result = evaluate.run(
+            model.path,
+            splits.path,
+            stage_config(config_json),
+            evaluation.path,
+            model_uri=model.uri,
+            evaluation_uri=evaluation.uri,
+        )
+        record_evaluation(evaluation, metrics, confusion, result)
+        return evaluation.uri

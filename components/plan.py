@@ -10,11 +10,10 @@ from components._base import sentinel_component
 @sentinel_component()
 def plan_classical(models: list[str], results_uri: str) -> list[str]:
     """The requested models minus ``transformer``, in order, de-duplicated; unknown names fail the run."""
-    from components._runtime import stage
+    from prompt_sentinel.config import check_models
+    from prompt_sentinel.stages.records import stage_failures
 
-    with stage("plan", results_uri):
-        from prompt_sentinel.pipeline_runner import check_models
-
+    with stage_failures("plan", results_uri):
         return [m for m in check_models(models) if m != "transformer"]
 
 

@@ -1,9 +1,9 @@
-"""Exit handler — record how the run ended, whichever step failed (runs after everything else, always).
+"""Exit handler — record how the run ended, whichever step failed:
+:func:`prompt_sentinel.stages.records.record_run_status`.
 
 Writes ``run_status.json`` (KFP's final state plus the per-stage failure records each step left under
-``<results_uri>/failures``, which it then clears for the next run) to ``results_uri`` and a Markdown summary
-artifact. It never fails itself, so a
-broken status write cannot mask the real error.
+``<results_uri>/failures``, which it then clears for the next run) and a Markdown summary. It never fails itself,
+so a broken status write cannot mask the real error.
 """
 
 from kfp import dsl
@@ -18,26 +18,17 @@ def record_run_status(results_uri: str, status: dsl.PipelineTaskFinalStatus, sum
     import json
     from pathlib import Path
 
-    record = {
-        "state": status.state,
-        "pipeline_job": status.pipeline_job_resource_name,
-        "task": status.pipeline_task_name,
-        "error_code": status.error_code,
-        "error_message": status.error_message,
-        "failures": [],
-    }
-    try:
-        from components._runtime import clear_failures, publish, read_failures
+    from prompt_sentinel.stages.records import record_run_status, status_markdown
 
-        record["failures"] = read_failures(results_uri)
-        publish(results_uri, "run_status.json", json.dumps(record, indent=2))
-        clear_failures(results_uri)
-    except Exception as exc:  # the status record must never be the reason a run fails
-        print(f"could not write the run status under {results_uri!r}: {exc}")
-    lines = [f"# Run {record['state']}", ""]
-    for failure in record["failures"]:
-        lines.append(f"- **{failure.get('stage')}** failed: {failure.get('error_type')}: {failure.get('message')}")
-    if record["error_message"] and not record["failures"]:
-        lines.append(f"- {record['error_message']}")
-    Path(summary.path).write_text("\n".join(lines) + "\n")
+    record = record_run_status(
+        results_uri,
+        {
+            "state": status.state,
+            "pipeline_job": status.pipeline_job_resource_name,
+            "task": status.pipeline_task_name,
+            "error_code": status.error_code,
+            "error_message": status.error_message,
+        },
+    )
+    Path(summary.path).write_text(status_markdown(record))
     print(json.dumps(record, indent=2))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from prompt_sentinel import storage
 from prompt_sentinel.errors import ConfigError
 
 Severity = Literal["error", "warning", "off"]
@@ -176,6 +177,25 @@ class SearchConfig(_Section):
 
 CLASSICAL_MODELS = ("logreg", "linear_svm", "random_forest", "hist_gb", "complement_nb", "mlp")
 ALL_MODELS = (*CLASSICAL_MODELS, "transformer")
+
+
+def check_models(models: list[str] | tuple[str, ...] | str) -> list[str]:
+    """Model names (comma-separated strings allowed), de-duplicated in order; unknown names raise
+    :class:`ConfigError` naming the allowed ones."""
+    if isinstance(models, str):
+        models = [models]
+    names: list[str] = []
+    for item in models:
+        for name in str(item).split(","):
+            name = name.strip()
+            if name and name not in names:
+                names.append(name)
+    if not names:
+        raise ConfigError(f"models is empty; pass at least one of {list(ALL_MODELS)}")
+    unknown = [m for m in names if m not in ALL_MODELS]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown} in models={names}; allowed: {list(ALL_MODELS)}")
+    return names
 
 
 class DecisionTuningConfig(_Section):
@@ -435,6 +455,17 @@ class SentinelConfig(_Section):
         return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
 
 
+DEFAULTS_HEADER = (
+    "# Every configuration field with its default: prompt_sentinel.config.SentinelConfig as YAML.\n"
+    "# Generated, not edited: `make default-config` rewrites it (a test fails when it drifts from the code).\n"
+)
+
+
+def defaults_yaml() -> str:
+    """The text of ``configs/default.yaml``."""
+    return DEFAULTS_HEADER + SentinelConfig().to_yaml()
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for e in err.errors():
@@ -485,8 +516,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     origin = "defaults"
     if path:
         origin = str(path)
-        from prompt_sentinel import storage  # local import: storage pulls in GCS only when used
-
         try:
             raw = storage.read_text(str(path))
         except Exception as exc:

@@ -110,12 +110,12 @@ def register(app: typer.Typer) -> None:
         set_: SetOption = None,
     ) -> None:
         """Validate DATA, then split it stratified and group-aware (near-duplicates stay together)."""
-        from prompt_sentinel.data.split import run_split
+        from prompt_sentinel.stages import prepare
 
         cfg = resolve_config(config, set_)
         console = Console()
         try:
-            report = run_split(data, cfg, out, blind_uri=blind)
+            report = prepare.run(data, blind, cfg, out).report
         except DataValidationError as exc:
             console.print(_findings_table(exc.findings, 50))
             typer.echo(f"split failed: {len(exc.findings)} validation error(s); nothing written to {out}", err=True)

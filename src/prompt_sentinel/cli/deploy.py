@@ -137,7 +137,7 @@ def deploy_command(
         storage_uri_for,
     )
     from prompt_sentinel.deploy.render import resolve_manifests_dir, to_yaml
-    from prompt_sentinel.deploy.stage import deploy_model
+    from prompt_sentinel.deploy.rollout import deploy_model
 
     cfg = resolve_config(config, set_)
     for key, option, value in (

@@ -1,5 +1,5 @@
 """``sentinel evaluate`` and ``sentinel select``: thin wrappers over :mod:`prompt_sentinel.evaluation` and
-:mod:`prompt_sentinel.selection`."""
+:mod:`prompt_sentinel.evaluation.selection`."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
         set_: SetOption = None,
     ) -> None:
         """Evaluate one model: security metrics with CIs, blind set, adversarial robustness, efficiency."""
-        from prompt_sentinel.evaluation.evaluate import evaluate_model, to_json
+        from prompt_sentinel.evaluation.evaluate import evaluate_model
+        from prompt_sentinel.jsonio import to_json
 
         cfg = resolve_config(config, set_)
         ev = evaluate_model(
@@ -131,33 +132,11 @@ def register(app: typer.Typer) -> None:
         set_: SetOption = None,
     ) -> None:
         """Apply the gates, rank the models and decide on promotion; writes selection.json, results.csv, report."""
-        from prompt_sentinel import storage
-        from prompt_sentinel.errors import DataError
-        from prompt_sentinel.evaluation.evaluate import evaluate_model
-        from prompt_sentinel.evaluation.report import render_report, write_results_csv
-        from prompt_sentinel.selection import SELECTION_FILE, load_evaluations, select_champion, write_selection
+        from prompt_sentinel.stages import select as select_stage
 
         cfg = resolve_config(config, set_)
-        evaluations = load_evaluations(results)
-        champion_ev = None
-        if champion:
-            test_set = data or (evaluations[0].get("dataset") or {}).get("uri")
-            if not test_set:
-                raise DataError("--champion needs --data: the candidates' evaluations do not record their test set")
-            champion_ev = evaluate_model(
-                champion,
-                test_set,
-                cfg,
-                out_dir=storage.join(results, "_champion"),
-                robustness=False,
-                efficiency=False,
-                name="champion",
-            )
-        result = select_champion(evaluations, cfg, champion_evaluation=champion_ev)
-        write_selection(result, storage.join(results, SELECTION_FILE))
-        write_results_csv(evaluations, storage.join(results, "results.csv"), result)
-        shown = [*evaluations, champion_ev] if champion_ev else evaluations
-        report_path = render_report(shown, result, report or storage.join(results, "report.html"))
+        outcome = select_stage.run(results, data, cfg, results, champion=champion, report_path=report)
+        result = outcome.result
         if as_json:
             typer.echo(result.to_json())
             return
@@ -165,10 +144,11 @@ def register(app: typer.Typer) -> None:
         table = Table(title="Gates")
         table.add_column("model")
         table.add_column("status")
-        for outcome in result.gates:
-            style = "green" if outcome.passed else "red"
-            table.add_row(outcome.model, f"[{style}]{result.status_of(outcome.model)}[/{style}]")
+        for gate in result.gates:
+            style = "green" if gate.passed else "red"
+            table.add_row(gate.model, f"[{style}]{result.status_of(gate.model)}[/{style}]")
         console.print(table)
         verdict = f"promoted {result.winner}" if result.promoted else "no promotion"
         console.print(f"[bold]{verdict}[/bold]: {result.reason}")
-        console.print(f"wrote {storage.join(results, SELECTION_FILE)}, results.csv and {report_path}")
+        copy = f" (report also at {report})" if report else ""
+        console.print(f"wrote selection.json, results.csv and report.html in {results}{copy}")

@@ -1,5 +1,5 @@
-"""``sentinel run``, ``sentinel compile`` and ``sentinel submit``: thin wrappers over
-:mod:`prompt_sentinel.pipeline_runner`."""
+"""``sentinel run``, ``sentinel compile`` and ``sentinel submit``: thin wrappers over :mod:`pipelines.local_run`
+and :mod:`pipelines.submit` (imported inside the commands: ``sentinel --help`` need not load kfp and KServe)."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
 
         Stages: validate, split, balance report, train, evaluate, select, push, deploy (a GitOps change).
         """
-        from prompt_sentinel.pipeline_runner import LocalRunRequest, run_local
+        from pipelines.local_run import LocalRunRequest, run_local
 
         cfg = resolve_config(config, set_)
         if data is None:
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         set_: SetOption = None,
     ) -> None:
         """Compile the pipeline to a KFP YAML package (compile-time settings from the config's pipeline section)."""
-        from prompt_sentinel.pipeline_runner import compile_pipeline
+        from pipelines.submit import compile_pipeline
 
         cfg = resolve_config(config, set_)
         typer.echo(f"wrote {compile_pipeline(out, cfg)}")
@@ -202,7 +202,7 @@ def register(app: typer.Typer) -> None:
 
         With --cron it creates a recurring run instead of a single run.
         """
-        from prompt_sentinel.pipeline_runner import submit_pipeline
+        from pipelines.submit import submit_pipeline
 
         cfg = resolve_config(config, set_)
         result = submit_pipeline(
@@ -225,7 +225,7 @@ def register(app: typer.Typer) -> None:
 
 def _smoke(console: Console, request: Any, summary: Any) -> None:
     """Serve the champion, classify a benign and a malicious prompt over V1 and V2, print the answers."""
-    from prompt_sentinel.pipeline_runner import prepare_local_run, serve_smoke_test, smoke_prompts, smoke_target
+    from pipelines.local_run import prepare_local_run, serve_smoke_test, smoke_prompts, smoke_target
 
     _, cfg, arguments = prepare_local_run(request)
     target = smoke_target(summary, cfg)

@@ -20,12 +20,6 @@ TRAIN_HELP = (
 )
 
 
-def _load(uri: str, cfg: SentinelConfig) -> Any:
-    from prompt_sentinel.data.loading import load_dataset
-
-    return load_dataset(uri, cfg)
-
-
 def run_train(
     model: str,
     data: str,
@@ -35,45 +29,22 @@ def run_train(
     base_model: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Load the data, dispatch to the classical or transformer trainer; returns a summary dict."""
+    """The train stage on dataset files; returns the result's summary."""
+    from prompt_sentinel.stages import train  # the trainers import torch/sklearn: only when training
+
     if model not in ALL_MODELS:
         raise ConfigError(f"--model {model!r} is not a known model; allowed: {list(ALL_MODELS)}")
     if base_model is not None and model != "transformer":
         raise ConfigError(f"--base-model only applies to --model transformer, not {model!r}")
-    train_df = _load(data, cfg)
-    val_df = _load(val, cfg) if val else None
-    if model == "transformer":
-        from prompt_sentinel.training.transformer.trainer import train_transformer  # torch training: import lazily
-
-        trained = train_transformer(train_df, val_df, cfg, out, base_model=base_model, progress=progress)
-        return {
-            "model": model,
-            "model_dir": str(getattr(trained, "out_dir", trained)),
-            "base_model": base_model or cfg.transformer.base_model,
-            "best_custom_score": getattr(trained, "best_score", None),
-            "train_seconds": getattr(trained, "train_seconds", None),
-            "validation": {
-                k: v
-                for k, v in (getattr(trained, "best_metrics", None) or {}).items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
-            },
-        }
-    from prompt_sentinel.training.classical.trainer import train_classical
-
-    result = train_classical(model, train_df, val_df, cfg, out, progress=progress)
-    return {
-        "model": model,
-        "model_dir": str(result.model_dir),
-        "featurizer": cfg.featurizer.kind,
-        "best_params": result.best_params,
-        "cv_custom_score": result.cv_score,
-        "balance": result.balance.get("applied"),
-        "train_seconds": result.train_seconds,
-        "validation": {
-            k: v for k, v in result.val_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-        },
-        "mlflow_run_id": result.mlflow_run_id,
-    }
+    result = train.run(model, data, val, cfg, out, base_model=base_model, progress=progress)
+    summary = result.summary()
+    if result.family == "sklearn":
+        summary.update(
+            featurizer=cfg.featurizer.kind, best_params=result.params, balance=result.details["balance"]["applied"]
+        )
+    else:
+        summary.update(base_model=base_model or cfg.transformer.base_model)
+    return summary
 
 
 ENSEMBLE_HELP = (
@@ -87,20 +58,17 @@ ENSEMBLE_HELP = (
 def run_ensemble(
     members: list[str], val: str, out: str, cfg: SentinelConfig, names: list[str] | None = None
 ) -> dict[str, Any]:
-    """Load the validation data and build the ensemble; returns a summary dict."""
-    from prompt_sentinel.training.ensemble import build_ensemble
+    """The ensemble stage on model directories and a validation file; returns the result's summary."""
+    from prompt_sentinel.stages import ensemble
 
-    result = build_ensemble(members, _load(val, cfg), cfg, out, names=names or None)
+    result = ensemble.run(members, val, cfg, out, names=names)
     return {
-        "model": "ensemble",
-        "model_dir": str(result.model_dir),
-        "weights": dict(zip(result.members, result.weights, strict=True)),
-        "false_alarm_cost": result.decision.false_alarm_cost,
-        "missed_threat_cost": result.decision.missed_threat_cost,
+        **result.summary(),
+        "weights": dict(zip(result.details["members"], result.details["weights"], strict=True)),
         "validation": {
-            "custom_score": result.validation_custom_score,
-            "custom_score_argmax": result.validation_argmax_custom_score,
-            **{f"{name} custom_score": score for name, score in result.member_scores.items()},
+            "custom_score": result.selection_score,
+            "custom_score_argmax": result.details["validation_argmax_custom_score"],
+            **{f"{name} custom_score": score for name, score in result.details["member_scores"].items()},
         },
     }
 

@@ -4,7 +4,9 @@ Public API, used by the CLI and the pipeline components:
 
 * :func:`load_dataset` — CSV / JSONL / Parquet, local or ``gs://`` → ``DataFrame[text, label, id, source, row]``
 * :func:`validate_dataset` → :class:`ValidationReport`; :func:`write_validation_outputs`
-* :func:`split_dataset`, :func:`write_splits`, :func:`read_split`, :func:`run_split` (the whole stage)
+* :func:`split_dataset`, :func:`write_splits`, :func:`read_split`
+
+The prepare stage that runs them is :mod:`prompt_sentinel.stages.prepare`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from prompt_sentinel.data.split import (
     SPLIT_REPORT,
     assert_no_leak,
     read_split,
-    run_split,
     split_counts,
     split_dataset,
     write_splits,
@@ -33,7 +34,6 @@ __all__ = [
     "parse_label",
     "read_split",
     "read_table",
-    "run_split",
     "split_counts",
     "split_dataset",
     "validate_dataset",

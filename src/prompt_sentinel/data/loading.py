@@ -36,7 +36,7 @@ import pandas as pd
 
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import sha256_bytes
-from prompt_sentinel.config import SentinelConfig
+from prompt_sentinel.config import LabelConfig, SentinelConfig
 from prompt_sentinel.errors import DataError, DataValidationError, SentinelError, StorageError
 from prompt_sentinel.text import dedup_key
 
@@ -388,7 +388,7 @@ def parse_label(value: Any, cfg: SentinelConfig) -> int:
     return number
 
 
-def check_labelled_frame(df: Any, cfg: SentinelConfig, where: str, error: type[SentinelError] = DataError) -> None:
+def check_labelled_frame(df: Any, labels: LabelConfig, where: str, error: type[SentinelError] = DataError) -> None:
     """Raise ``error`` (naming ``where``) unless ``df`` is a non-empty DataFrame of string texts and class ids."""
     if not isinstance(df, pd.DataFrame):
         raise error(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -397,12 +397,12 @@ def check_labelled_frame(df: Any, cfg: SentinelConfig, where: str, error: type[S
         raise error(f"{where}: DataFrame lacks column(s) {missing}; got {list(df.columns)}")
     if df.empty:
         raise error(f"{where}: the dataset has no rows")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    n = cfg.labels.num_classes
-    bad = df.index[labels.isna() | (labels < 0) | (labels >= n) | (labels % 1 != 0)]
+    ids = pd.to_numeric(df["label"], errors="coerce")
+    n = labels.num_classes
+    bad = df.index[ids.isna() | (ids < 0) | (ids >= n) | (ids % 1 != 0)]
     if len(bad):
         raise error(
-            f"{where}: column 'label' must hold class ids 0..{n - 1} {cfg.labels.names}; "
+            f"{where}: column 'label' must hold class ids 0..{n - 1} {labels.names}; "
             f"found {df.loc[bad[0], 'label']} at index {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
         )
     if not df["text"].map(lambda t: isinstance(t, str)).all():

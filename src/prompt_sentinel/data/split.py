@@ -1,4 +1,4 @@
-"""The ``split`` stage: a seeded, stratified, group-aware train/validation/test split.
+"""A seeded, stratified, group-aware train/validation/test split (run by :mod:`prompt_sentinel.stages.prepare`).
 
 Near-duplicate texts form a group (:func:`prompt_sentinel.data.near_duplicates.near_duplicate_groups`: word
 shingle Jaccard >= ``split.near_duplicate_jaccard``, exact duplicates included), and a group always lands in one
@@ -24,7 +24,7 @@ import pandas as pd
 
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import sha256_bytes
-from prompt_sentinel.config import SentinelConfig
+from prompt_sentinel.config import SentinelConfig, SplitConfig
 from prompt_sentinel.data.loading import (
     check_labelled_frame,
     frame_to_csv_bytes,
@@ -33,13 +33,8 @@ from prompt_sentinel.data.loading import (
     write_output_files,
 )
 from prompt_sentinel.data.near_duplicates import near_duplicate_groups
-from prompt_sentinel.data.validation import ValidationReport, validate_dataset
-from prompt_sentinel.errors import DataError, DataValidationError
-
-SPLIT_NAMES = ("train", "validation", "test")
-BLIND = "blind"
-SPLIT_REPORT = "split_report.json"
-SPLIT_SUFFIX = ".csv"
+from prompt_sentinel.errors import DataError
+from prompt_sentinel.run_layout import BLIND, SPLIT_NAMES, SPLIT_REPORT, split_file
 
 
 def assign_groups(keys: list[str], labels: list[int], ratios: dict[str, float], seed: int) -> dict[str, str]:
@@ -83,13 +78,13 @@ def assign_groups(keys: list[str], labels: list[int], ratios: dict[str, float], 
     return assignment
 
 
-def row_groups(texts: list[str], cfg: SentinelConfig) -> list[str]:
-    """The near-duplicate group of each text under ``cfg.split``'s grouping settings (splits and CV folds).
+def row_groups(texts: list[str], settings: SplitConfig) -> list[str]:
+    """The near-duplicate group of each text under the split's grouping settings (splits and CV folds).
 
     A group is named by the smallest dedup key among its members, so the names, and hence the split, do not
     depend on the row order.
     """
-    ids = near_duplicate_groups(texts, cfg.split.near_duplicate_jaccard, cfg.split.shingle_words)
+    ids = near_duplicate_groups(texts, settings.near_duplicate_jaccard, settings.shingle_words)
     names: dict[int, str] = {}
     for group, text in zip(ids, texts, strict=True):
         key = group_key(text)
@@ -107,10 +102,10 @@ def split_dataset(
     ratio 0 comes back empty. ``group_keys`` (one per row, from :func:`row_groups`) saves recomputing the groups
     when the caller needs them too (the split report).
     """
-    check_labelled_frame(df, cfg, "split_dataset")
+    check_labelled_frame(df, cfg.labels, "split_dataset")
     if group_keys is not None and len(group_keys) != len(df):
         raise DataError(f"split_dataset: {len(group_keys)} group keys for {len(df)} rows")
-    keys = list(group_keys) if group_keys is not None else row_groups(df["text"].tolist(), cfg)
+    keys = list(group_keys) if group_keys is not None else row_groups(df["text"].tolist(), cfg.split)
     labels = [int(x) for x in df["label"]]
     ratios = {s: float(getattr(cfg.split, s)) for s in SPLIT_NAMES}
     assignment = assign_groups(keys, labels, ratios, cfg.seed)
@@ -153,7 +148,7 @@ def split_report(
     """
     counts = split_counts(sets, cfg)
     if group_keys is None:
-        group_keys = row_groups([t for n, f in sets.items() if n in SPLIT_NAMES for t in f["text"]], cfg)
+        group_keys = row_groups([t for n, f in sets.items() if n in SPLIT_NAMES for t in f["text"]], cfg.split)
     group_sizes = Counter(group_keys)
     multi = [n for n in group_sizes.values() if n > 1]
     return {
@@ -187,68 +182,24 @@ def write_splits(
 
     Returns the report, which also records each file's rows and sha256.
     """
-    files = {f"{name}{SPLIT_SUFFIX}": frame_to_csv_bytes(frame) for name, frame in sets.items()}
+    files = {split_file(name): frame_to_csv_bytes(frame) for name, frame in sets.items()}
     report = split_report(sets, cfg, group_keys, **extra)
     report["files"] = {
         name: {
-            "file": f"{name}{SPLIT_SUFFIX}",
+            "file": split_file(name),
             "rows": len(frame),
-            "sha256": sha256_bytes(files[f"{name}{SPLIT_SUFFIX}"]),
+            "sha256": sha256_bytes(files[split_file(name)]),
         }
         for name, frame in sets.items()
     }
     files[SPLIT_REPORT] = json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8")
     # blind.csv of an earlier run with a blind set may be replaced by a run without one
-    previous = {f"{n}{SPLIT_SUFFIX}" for n in (*SPLIT_NAMES, BLIND)}
+    previous = {split_file(n) for n in (*SPLIT_NAMES, BLIND)}
     write_output_files(out_dir, files, replaceable=previous)
     return report
 
 
 def read_split(path: str | Path, name: str | None = None) -> pd.DataFrame:
     """Read a split file (``text, label, id, source, row``); with ``name``, ``path`` is the split directory."""
-    uri = storage.join(str(path), f"{name}{SPLIT_SUFFIX}") if name else str(path)
+    uri = storage.join(str(path), split_file(name)) if name else str(path)
     return read_data_csv(uri)
-
-
-def _validation_summary(report: ValidationReport) -> dict[str, Any]:
-    return {
-        "uri": report.uri,
-        "sha256": report.sha256,
-        "rows_read": report.rows_read,
-        "rows_clean": report.rows_clean,
-        "class_counts": report.class_counts,
-        "warnings": [f.to_dict() for f in report.warnings],
-    }
-
-
-def run_split(data_uri: str, cfg: SentinelConfig, out_dir: str | Path, blind_uri: str | None = None) -> dict[str, Any]:
-    """The whole stage: validate ``data_uri`` (and ``blind_uri``), split, check for leaks, write everything.
-
-    Raises :class:`DataValidationError` (nothing written) when either dataset fails validation.
-    """
-    reports = {}
-    if blind_uri:
-        reports[BLIND] = validate_dataset(blind_uri, cfg)
-    # Leaks into the blind set are checked against the whole dataset, i.e. against every split at once;
-    # as a warning they drop the training-side row, never the blind one.
-    reports["data"] = validate_dataset(data_uri, cfg, against={BLIND: blind_uri} if blind_uri else None)
-    failed = [r for r in reports.values() if not r.ok]
-    if failed:
-        message = "\n".join(r.error_message() for r in failed)
-        raise DataValidationError(message, [f for r in failed for f in r.errors])
-    cleaned = reports["data"].cleaned
-    group_keys = row_groups(cleaned["text"].tolist(), cfg)  # once, for the split and its report
-    sets: dict[str, pd.DataFrame] = dict(split_dataset(cleaned, cfg, group_keys))
-    if blind_uri:
-        sets[BLIND] = reports[BLIND].cleaned
-    # An invariant of the above, checked so a regression cannot ship a leaky split. The blind set takes part
-    # unless the user turned the leak check off.
-    assert_no_leak(sets if cfg.validation.cross_set_leak != "off" else {s: sets[s] for s in SPLIT_NAMES})
-    return write_splits(
-        sets,
-        out_dir,
-        cfg,
-        group_keys,
-        source={"data": data_uri, BLIND: blind_uri},
-        validation={name: _validation_summary(r) for name, r in reports.items()},
-    )

@@ -47,13 +47,15 @@ from prompt_sentinel.data.loading import (
     write_output_files,
 )
 from prompt_sentinel.errors import DataValidationError
+from prompt_sentinel.run_layout import (
+    CLEANED_DATA,
+    VALIDATION_REPORT_HTML,
+    VALIDATION_REPORT_JSON,
+    VALIDATION_REPORT_MD,
+)
 from prompt_sentinel.text import normalize_text
 
 NO_ROWS = "no_rows"
-CLEANED_FILE = "cleaned.csv"
-REPORT_JSON = "report.json"
-REPORT_MARKDOWN = "report.md"
-REPORT_HTML = "report.html"
 _ROW_FIELDS = ("text", "label", "id", "source")
 _MAX_OTHERS_NAMED = 5
 # Unicode category Cc is exactly these ranges; tab, newline and carriage return are allowed (the same rule as
@@ -453,9 +455,9 @@ def write_validation_outputs(report: ValidationReport, out: str | Path) -> list[
     """
     report.raise_if_errors()
     files = {
-        CLEANED_FILE: frame_to_csv_bytes(report.cleaned),
-        REPORT_MARKDOWN: report.to_markdown().encode("utf-8"),
-        REPORT_HTML: report.to_html().encode("utf-8"),
-        REPORT_JSON: report.to_json().encode("utf-8"),
+        CLEANED_DATA: frame_to_csv_bytes(report.cleaned),
+        VALIDATION_REPORT_MD: report.to_markdown().encode("utf-8"),
+        VALIDATION_REPORT_HTML: report.to_html().encode("utf-8"),
+        VALIDATION_REPORT_JSON: report.to_json().encode("utf-8"),
     }
     return write_output_files(out, files)  # same names each run: a rerun replaces its own outputs

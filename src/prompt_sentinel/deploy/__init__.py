@@ -1,4 +1,4 @@
-"""Deployment: kustomize rendering, GitOps promotion and the pipeline's deploy stage.
+"""Deployment: kustomize rendering, GitOps promotion and rolling a registry version out.
 
 * :func:`deploy_model` — the pipeline's deploy step (GitOps change or server-side apply + wait for Ready).
 * :func:`promote` / :func:`promote_between` — `sentinel promote`: rewrite an overlay's pinned version.
@@ -23,7 +23,7 @@ from prompt_sentinel.deploy.render import (
     resolve_manifests_dir,
     validate_kserve_object,
 )
-from prompt_sentinel.deploy.stage import DeployResult, deploy_model
+from prompt_sentinel.deploy.rollout import DeployResult, deploy_model
 
 __all__ = [
     "DeployResult",

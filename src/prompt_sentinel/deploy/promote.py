@@ -32,6 +32,8 @@ from prompt_sentinel.deploy.render import (
     validate_kserve_object,
 )
 from prompt_sentinel.errors import ConfigError, DeployError, RegistryError, StorageError
+from prompt_sentinel.registry import ModelRef, ModelRegistry
+from prompt_sentinel.run_layout import MODEL_DESCRIPTOR
 
 MODEL_FILE = "model.yaml"
 KUSTOMIZATION_FILE = "kustomization.yaml"
@@ -167,7 +169,7 @@ def check_complete(uri: str, what: str) -> None:
     try:
         if storage.exists(storage.join(uri, COMPLETE_MARKER)):
             return
-        partial = storage.exists(storage.join(uri, "sentinel_model.json")) or (
+        partial = storage.exists(storage.join(uri, MODEL_DESCRIPTOR)) or (
             not storage.is_gcs(uri) and Path(uri).is_dir()
         )
     except StorageError as exc:
@@ -182,8 +184,6 @@ def check_complete(uri: str, what: str) -> None:
 
 def check_registry_version(registry_root: str, model_name: str, version: int, cfg: SentinelConfig | None = None) -> str:
     """The version's URI, once the registry knows it as complete; :class:`RegistryError` otherwise."""
-    from prompt_sentinel.registry import ModelRef, ModelRegistry
-
     try:
         registry = ModelRegistry(registry_root, cfg)
         uri = registry.version_uri(model_name, version)

@@ -134,7 +134,7 @@ def is_kserve_kind(obj: dict[str, Any]) -> bool:
 def _model_class(name: str) -> type:
     import kubernetes.client.models
 
-    from serving._kserve import import_kserve  # kserve parses sys.argv on import; this shields our CLI flags
+    from prompt_sentinel.kserve_import import import_kserve  # kserve is heavy: only when validating
 
     kserve_models = import_kserve().models
     for module in (kserve_models, kubernetes.client.models):

@@ -30,19 +30,22 @@ import pandas as pd
 
 from prompt_sentinel import storage
 from prompt_sentinel.config import LabelConfig, SentinelConfig
-from prompt_sentinel.errors import DataError, StorageError
+from prompt_sentinel.data.loading import load_dataset
+from prompt_sentinel.errors import DataError
+from prompt_sentinel.evaluation.charts import model_charts
 from prompt_sentinel.evaluation.efficiency import measure_efficiency
 from prompt_sentinel.evaluation.metrics_suite import compute_metrics
 from prompt_sentinel.evaluation.robustness import evaluate_robustness, false_alarm_probe
+from prompt_sentinel.jsonio import to_json
 from prompt_sentinel.metrics import confusion_matrix
 from prompt_sentinel.models.base import SentinelModel, read_descriptor
 from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.registry import resolve_model_ref
+from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, EVALUATION, PARAMS, PREDICTIONS, TRAINING_REPORT
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-EVALUATION_FILE = "evaluation.json"
-PREDICTIONS_FILE = "predictions.csv"
 TOP_MISTAKES = 20
 MISTAKE_TEXT_CHARS = 500
 CURVE_POINTS = 101
@@ -93,12 +96,6 @@ def resolve_model_location(ref: str | Path, cfg: SentinelConfig) -> str:
     ref = str(ref)
     if storage.is_gcs(ref) or Path(ref).exists():
         return ref
-    try:
-        from prompt_sentinel.registry import resolve_model_ref  # lazy: the registry pulls in MLflow
-    except ImportError:
-        resolve_model_ref = None
-    if resolve_model_ref is None:
-        raise StorageError(f"model {ref!r}: no such directory (and no model registry is available to resolve it)")
     return str(resolve_model_ref(ref, cfg))
 
 
@@ -154,8 +151,6 @@ def load_evaluation_frame(data: pd.DataFrame | str | Path, cfg: SentinelConfig, 
     if isinstance(data, pd.DataFrame):
         frame = _coerce_frame(data, cfg.labels, what)
     else:
-        from prompt_sentinel.data.loading import load_dataset
-
         frame = _coerce_frame(load_dataset(str(data), cfg), cfg.labels, f"{what} {data}")
     if frame.empty:
         raise DataError(f"{what}: the evaluation set is empty")
@@ -187,12 +182,12 @@ def _read_json(path: Path) -> Any:
 
 def training_summary(model_dir: Path) -> dict[str, Any]:
     """``best_params`` and ``final_alpha`` from the artifact's params.json / training.json / alpha_trajectory.json."""
-    params = _read_json(model_dir / "params.json")
-    training = _read_json(model_dir / "training.json")
+    params = _read_json(model_dir / PARAMS)
+    training = _read_json(model_dir / TRAINING_REPORT)
     training = training if isinstance(training, dict) else {}
     best_params = params if isinstance(params, dict) else training.get("best_params")
     final_alpha = training.get("final_alpha")
-    trajectory = _read_json(model_dir / "alpha_trajectory.json")
+    trajectory = _read_json(model_dir / ALPHA_TRAJECTORY)
     if isinstance(trajectory, dict):
         final_alpha = trajectory.get("final_alpha", final_alpha)
         trajectory = trajectory.get("trajectory")
@@ -395,13 +390,11 @@ def evaluate_loaded_model(
 
 def write_evaluation(evaluation: dict[str, Any], predictions: pd.DataFrame, out_dir: str | Path) -> str:
     """Write ``evaluation.json``, ``predictions.csv`` and the model's charts into ``out_dir`` (all or nothing)."""
-    from prompt_sentinel.evaluation.report import model_charts
-
     files: dict[str, bytes] = {
-        PREDICTIONS_FILE: predictions.to_csv(index=False, lineterminator="\n").encode("utf-8"),
+        PREDICTIONS: predictions.to_csv(index=False, lineterminator="\n").encode("utf-8"),
         **{f"{name}.png": png for name, png in model_charts(evaluation).items()},
         # written last: its presence marks a complete evaluation directory
-        EVALUATION_FILE: to_json(evaluation).encode("utf-8"),
+        EVALUATION: to_json(evaluation).encode("utf-8"),
     }
     out = str(out_dir)
     if storage.is_gcs(out):
@@ -412,21 +405,6 @@ def write_evaluation(evaluation: dict[str, Any], predictions: pd.DataFrame, out_
         for fname, payload in files.items():
             (tmp / fname).write_bytes(payload)
     return out
-
-
-def to_json(payload: Any) -> str:
-    """Strict JSON (NaN/inf refused: the metric code maps undefined values to null)."""
-    return json.dumps(payload, indent=2, allow_nan=False, default=_json_default)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def evaluate_model(
@@ -474,6 +452,6 @@ def evaluate_model(
 
 def read_predictions(evaluation_dir: str | Path) -> pd.DataFrame:
     """``predictions.csv`` of an evaluation directory (local or gs://)."""
-    uri = storage.join(str(evaluation_dir), PREDICTIONS_FILE)
+    uri = storage.join(str(evaluation_dir), PREDICTIONS)
     data = storage.read_bytes(uri)
     return pd.read_csv(io.BytesIO(data), dtype={"id": str, "text_sha256": str})

@@ -46,6 +46,18 @@ _BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
 
 # The headline keys of evaluation.json, in the order tables and reports show them.
 HEADLINE_METRICS = (*CI_METRICS, "roc_auc")
+# What an evaluate step logs as KFP Metrics: the headline plus calibration, blind-set, efficiency and robustness.
+PIPELINE_METRICS = (
+    *HEADLINE_METRICS,
+    "ece",
+    "f1_external",
+    "custom_score_external",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "throughput_per_s",
+    "size_mb",
+    "robust_mean_detection_rate",
+)
 
 
 def _none_if_nan(value: float | None) -> float | None:

@@ -7,7 +7,6 @@ e.g. a crafted artifact naming ``os.system`` — is refused with a clear error, 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import sklearn
 
 from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.errors import ModelFormatError
+from prompt_sentinel.jsonio import to_json_lenient
 from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
 from prompt_sentinel.run_layout import SKOPS_MODEL
 
@@ -33,25 +33,30 @@ TRUSTED_MODULE_PREFIXES = (
 )
 
 
+def save_sklearn_estimator(estimator: Any, directory: str | Path) -> Path:
+    """Write the fitted pipeline as ``model.skops`` (the family file the classical trainer publishes)."""
+    import skops.io as sio
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    _plain_int_vocabularies(estimator)
+    sio.dump(estimator, out / SKOPS_MODEL)
+    return out / SKOPS_MODEL
+
+
 def save_sklearn_artifact(
     estimator: Any,
     out_dir: str | Path,
     descriptor: ModelDescriptor,
     extra_json: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.skops``, the descriptor, extra JSON files and, last, ``checksums.json``.
-
-    ``out_dir`` should be a fresh directory (e.g. from ``storage.atomic_output_dir``).
-    """
-    import skops.io as sio
-
+    """A complete artifact directory without training: ``model.skops``, the descriptor, extra JSON files and,
+    last, ``checksums.json`` (fixtures, demos, hand-built models). ``out_dir`` should be a fresh directory."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _plain_int_vocabularies(estimator)
-    sio.dump(estimator, out / SKOPS_MODEL)
+    save_sklearn_estimator(estimator, out)
     descriptor.write(out)
     for name, payload in (extra_json or {}).items():
-        (out / name).write_text(json.dumps(payload, indent=2, default=_json_default))
+        (out / name).write_text(to_json_lenient(payload))
     write_manifest(out)
     return out
 
@@ -80,14 +85,6 @@ def _plain_int_vocabularies(estimator: Any) -> None:
                         visit(candidate)
 
     visit(estimator)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 def load_skops_estimator(path: str | Path) -> Any:

@@ -1,8 +1,8 @@
 """Class balancing of the training split (the ``balance`` stage).
 
-``balance_features(X, y, cfg)`` is the one place resampling happens. The trainer calls it on the training part
-of every cross-validation fold and on the full training split before the final refit — never on validation,
-test or blind rows, so scores are measured on real, unresampled data. The saved serving pipeline holds no
+``balance_features(X, y, balance, labels, seed)`` is the one place resampling happens. The trainer calls it on the
+training part of every cross-validation fold and on the full training split before the final refit — never on
+validation, test or blind rows, so scores are measured on real, unresampled data. The saved serving pipeline holds no
 sampler at all.
 
 Policy by feature type:
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.class_weight import compute_sample_weight
 
-from prompt_sentinel.config import BalanceConfig, LabelConfig, SentinelConfig
+from prompt_sentinel.config import BalanceConfig, LabelConfig
 from prompt_sentinel.errors import ConfigError, TrainingError
 
 BalanceMode = Literal["resample", "class_weight", "none"]
@@ -92,16 +92,14 @@ def balance_mode(method: str, sparse: bool) -> BalanceMode:
     return "resample"
 
 
-def check_sampling_targets(y: Any, cfg: SentinelConfig) -> None:
+def check_sampling_targets(y: Any, balance: BalanceConfig, labels: LabelConfig) -> None:
     """Explicit {label: count} targets must not undersample the training split (oversamplers only add)."""
-    strategy = resolve_sampling_strategy(cfg.balance, cfg.labels)
-    if not isinstance(strategy, dict) or cfg.balance.method == "none":
+    strategy = resolve_sampling_strategy(balance, labels)
+    if not isinstance(strategy, dict) or balance.method == "none":
         return
-    counts = class_counts(y, cfg.labels)
+    counts = class_counts(y, labels)
     too_low = {
-        cfg.labels.names[c]: (n, counts[cfg.labels.names[c]])
-        for c, n in strategy.items()
-        if n < counts[cfg.labels.names[c]]
+        labels.names[c]: (n, counts[labels.names[c]]) for c, n in strategy.items() if n < counts[labels.names[c]]
     }
     if too_low:
         shown = ", ".join(f"{k}: target {t} < {have} rows" for k, (t, have) in too_low.items())
@@ -111,56 +109,58 @@ def check_sampling_targets(y: Any, cfg: SentinelConfig) -> None:
         )
 
 
-def build_sampler(cfg: SentinelConfig, y: Any) -> Any:
-    """An imbalanced-learn sampler for ``cfg.balance`` fitted to the class counts in ``y`` (None for none).
+def build_sampler(balance: BalanceConfig, labels: LabelConfig, seed: int, y: Any) -> Any:
+    """An imbalanced-learn sampler for ``balance`` fitted to the class counts in ``y`` (None for none).
 
     Neighbour counts are capped by the smallest class so small folds still resample.
     """
-    method = cfg.balance.method
+    method = balance.method
     if method == "none":
         return None
-    strategy = resolve_sampling_strategy(cfg.balance, cfg.labels)
+    strategy = resolve_sampling_strategy(balance, labels)
     present = np.bincount(np.asarray(y, dtype=np.int64))
     present = present[present > 0]
     smallest = int(present.min()) if present.size else 0
     if method == "random_oversample":
         from imblearn.over_sampling import RandomOverSampler
 
-        return RandomOverSampler(sampling_strategy=strategy, random_state=cfg.seed)
+        return RandomOverSampler(sampling_strategy=strategy, random_state=seed)
     if smallest < 2:
         raise TrainingError(
             f"balance.method={method} interpolates between neighbours of the same class, but a class has only "
             f"{smallest} training row(s); add data, lower training.search.cv_folds or use random_oversample"
         )
-    k = min(cfg.balance.k_neighbors, smallest - 1)
+    k = min(balance.k_neighbors, smallest - 1)
     if method == "smote":
         from imblearn.over_sampling import SMOTE
 
-        return SMOTE(sampling_strategy=strategy, k_neighbors=k, random_state=cfg.seed)
+        return SMOTE(sampling_strategy=strategy, k_neighbors=k, random_state=seed)
     if method == "borderline_smote":
         from imblearn.over_sampling import BorderlineSMOTE
 
         m = min(10, len(np.asarray(y)) - 1)
-        return BorderlineSMOTE(sampling_strategy=strategy, k_neighbors=k, m_neighbors=m, random_state=cfg.seed)
+        return BorderlineSMOTE(sampling_strategy=strategy, k_neighbors=k, m_neighbors=m, random_state=seed)
     if method == "adasyn":
         from imblearn.over_sampling import ADASYN
 
-        return ADASYN(sampling_strategy=strategy, n_neighbors=k, random_state=cfg.seed)
+        return ADASYN(sampling_strategy=strategy, n_neighbors=k, random_state=seed)
     raise ConfigError(f"balance.method={method!r}; allowed: smote, borderline_smote, adasyn, random_oversample, none")
 
 
-def balance_features(X: Any, y: Any, cfg: SentinelConfig) -> tuple[Any, np.ndarray, BalanceReport]:
-    """Resample a TRAINING feature matrix per ``cfg.balance``; returns ``(X_res, y_res, report)``.
+def balance_features(
+    X: Any, y: Any, balance: BalanceConfig, labels: LabelConfig, seed: int
+) -> tuple[Any, np.ndarray, BalanceReport]:
+    """Resample a TRAINING feature matrix per ``balance``; returns ``(X_res, y_res, report)``.
 
     Original rows come first and unchanged (imbalanced-learn appends synthetic rows). For sparse features
     with an interpolating method nothing is resampled and ``report.applied == "class_weight"``: the caller
     trains with :func:`balanced_sample_weight` instead.
     """
     y = np.asarray(y, dtype=np.int64)
-    method = cfg.balance.method
+    method = balance.method
     mode = balance_mode(method, sp.issparse(X))
-    before = class_counts(y, cfg.labels)
-    strategy = cfg.balance.sampling_strategy
+    before = class_counts(y, labels)
+    strategy = balance.sampling_strategy
     if mode == "none":
         return X, y, BalanceReport(method, "none", None, strategy, before, dict(before), note="no balancing")
     if mode == "class_weight":
@@ -169,7 +169,7 @@ def balance_features(X: Any, y: Any, cfg: SentinelConfig) -> tuple[Any, np.ndarr
             "trained with balanced class weights (n_rows / (n_classes * rows_in_class)) instead"
         )
         return X, y, BalanceReport(method, "class_weight", None, strategy, before, dict(before), note=note)
-    sampler = build_sampler(cfg, y)
+    sampler = build_sampler(balance, labels, seed, y)
     params = {k: v for k, v in sampler.get_params().items() if isinstance(v, (int, float, str)) and k != "n_jobs"}
     try:
         X_res, y_res = sampler.fit_resample(X, y)
@@ -182,7 +182,7 @@ def balance_features(X: Any, y: Any, cfg: SentinelConfig) -> tuple[Any, np.ndarr
             return X, y, report
         raise TrainingError(f"balance.method={method} failed on the training data: {exc}") from exc
     y_res = np.asarray(y_res, dtype=np.int64)
-    after = class_counts(y_res, cfg.labels)
+    after = class_counts(y_res, labels)
     report = BalanceReport(
         method=method,
         applied="resample",

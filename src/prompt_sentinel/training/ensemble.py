@@ -18,30 +18,27 @@ tree once before anything is deserialized.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from prompt_sentinel import storage
-from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
-from prompt_sentinel.config import DecisionConfig, LabelRoles, SentinelConfig
-from prompt_sentinel.decision import assign_labels, tune_costs
+from prompt_sentinel.config import DecisionTuningConfig, EnsembleConfig, LabelConfig, LabelRoles, SentinelConfig
+from prompt_sentinel.data.loading import check_labelled_frame
+from prompt_sentinel.decision import CostTuning, tune_costs
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import security_score
-from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
+from prompt_sentinel.models.base import SentinelModel
 from prompt_sentinel.models.ensemble import ENSEMBLE_FAMILY, blend
 from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.run_layout import ENSEMBLE_MEMBERS_DIR, ENSEMBLE_REPORT
-from prompt_sentinel.training import tracking
+from prompt_sentinel.training.base import Fitted, HeldOut, TrainingContext, TrainResult, train_model
 
 log = logging.getLogger(__name__)
 
@@ -133,24 +130,17 @@ def search_weights(
 # --- building one -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class EnsembleResult:
-    model_dir: Path | str
-    members: list[str]
-    weights: list[float]
-    validation_custom_score: float
-    validation_argmax_custom_score: float
-    decision: DecisionConfig
-    member_scores: dict[str, float]
-    trials: list[WeightTrial] = field(default_factory=list)
-    seconds: float = 0.0
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """The config sections the ensemble trainer needs."""
 
+    labels: LabelConfig
+    ensemble: EnsembleConfig
+    decision_tuning: DecisionTuningConfig
 
-def _check_validation(df: Any, cfg: SentinelConfig) -> tuple[list[str], np.ndarray]:
-    from prompt_sentinel.data.loading import check_labelled_frame
-
-    check_labelled_frame(df, cfg, "ensemble validation data (weights and costs are tuned on it)", TrainingError)
-    return df["text"].tolist(), df["label"].to_numpy(dtype=np.int64)
+    @classmethod
+    def from_config(cls, cfg: SentinelConfig) -> EnsembleSettings:
+        return cls(cfg.labels, cfg.training.ensemble, cfg.training.decision_tuning)
 
 
 def _member_names(models: Sequence[SentinelModel], names: Sequence[str] | None) -> list[str]:
@@ -169,63 +159,111 @@ def _member_names(models: Sequence[SentinelModel], names: Sequence[str] | None) 
     return chosen
 
 
-def build_ensemble(
-    member_uris: Sequence[str | Path],
-    validation: pd.DataFrame,
-    cfg: SentinelConfig,
-    out_dir: str | Path,
-    names: Sequence[str] | None = None,
-    tracking_dir: str | Path | None = None,
-) -> EnsembleResult:
-    """Search member weights and decision costs on ``validation`` and write the ensemble artifact.
+class EnsembleTrainer:
+    """Searches member weights and decision costs on the validation split (the trainer contract's ``fit``).
 
-    Members are model directories (local or gs://) trained on the same labels and **not** on ``validation``.
-    Nothing is written when any check fails. Like the trainers, it logs an MLflow run (members, weights, costs,
-    validation scores, the artifact) to ``cfg.mlflow.tracking_uri`` or a SQLite store in ``tracking_dir``.
+    Members are model directories (local or gs://) trained on the same labels and **not** on the validation
+    split; there is no training split (``train`` is None). ``check`` loads and checks every member.
     """
-    started = time.perf_counter()
-    step = cfg.training.ensemble.weight_step
-    if len(member_uris) < 2:
-        raise TrainingError(f"ensemble: needs at least 2 members, got {len(member_uris)}")
-    texts, y = _check_validation(validation, cfg)
-    with tempfile.TemporaryDirectory(prefix="sentinel-ensemble-") as cache:
+
+    family = ENSEMBLE_FAMILY
+    model_type = ENSEMBLE_FAMILY
+
+    def __init__(
+        self, member_uris: Sequence[str | Path], settings: EnsembleSettings, names: Sequence[str] | None = None
+    ) -> None:
+        self.member_uris = [str(u) for u in member_uris]
+        self.settings = settings
+        self.names = names
+        self._models: list[SentinelModel] = []
+        self._cache: tempfile.TemporaryDirectory[str] | None = None
+
+    def run_name(self, out_dir: str) -> str:
+        return ENSEMBLE_FAMILY
+
+    def tags(self) -> dict[str, Any]:
+        return {}
+
+    def check(self, train: pd.DataFrame | None, validation: pd.DataFrame | None) -> None:
+        labels = self.settings.labels
+        if len(self.member_uris) < 2:
+            raise TrainingError(f"ensemble: needs at least 2 members, got {len(self.member_uris)}")
+        check_labelled_frame(
+            validation, labels, "ensemble validation data (weights and costs are tuned on it)", TrainingError
+        )
+        self._cache = tempfile.TemporaryDirectory(prefix="sentinel-ensemble-")
         models = []
-        for i, uri in enumerate(member_uris):
-            model = load_model(str(uri), cache_dir=Path(cache) / str(i))
+        for i, uri in enumerate(self.member_uris):
+            model = load_model(uri, cache_dir=Path(self._cache.name) / str(i))
             if model.family == ENSEMBLE_FAMILY:
                 raise TrainingError(f"ensemble: member {uri} is itself an ensemble; list its members instead")
-            if model.descriptor.labels != cfg.labels:
+            if model.descriptor.labels != labels:
                 raise TrainingError(
                     f"ensemble: member {uri} was trained for labels {model.descriptor.labels.names} "
-                    f"(roles {model.roles}), the config has {cfg.labels.names} (roles {cfg.labels.roles})"
+                    f"(roles {model.roles}), the config has {labels.names} (roles {labels.roles})"
                 )
             models.append(model)
-        candidate_names = _member_names(models, names)
-        log.info("ensemble: scoring %d candidates on %d validation rows", len(models), len(y))
-        candidate_proba = [m.predict_proba(texts) for m in models]
+        self._models = models
+        self._names = _member_names(models, self.names)
+
+    def fit(
+        self, train: pd.DataFrame | None, validation: pd.DataFrame | None, *, out_dir: str, run: Any, progress: bool
+    ) -> Fitted:
+        if not self._models:
+            self.check(train, validation)
+        assert validation is not None
+        labels, step = self.settings.labels, self.settings.ensemble.weight_step
+        texts, y = validation["text"].tolist(), validation["label"].to_numpy(dtype=np.int64)
+        candidate_names = self._names
+        log.info("ensemble: scoring %d candidates on %d validation rows", len(self._models), len(y))
+        candidate_proba = [m.predict_proba(texts) for m in self._models]
         member_scores = {
-            name: security_score(y, model.labels_for(proba), cfg.labels.roles, cfg.labels.num_classes).custom_score
-            for name, model, proba in zip(candidate_names, models, candidate_proba, strict=True)
+            name: security_score(y, model.labels_for(proba), labels.roles, labels.num_classes).custom_score
+            for name, model, proba in zip(candidate_names, self._models, candidate_proba, strict=True)
         }
-        tuning_cfg = cfg.training.decision_tuning
+        tuning_cfg = self.settings.decision_tuning
         best, trials = search_weights(
-            y, candidate_proba, cfg.labels.roles, step, tuning_cfg.cost_grid if tuning_cfg.enabled else None
+            y, candidate_proba, labels.roles, step, tuning_cfg.cost_grid if tuning_cfg.enabled else None
         )
-        models = [models[i] for i in best.members]
+        models = [self._models[i] for i in best.members]
         member_names = [candidate_names[i] for i in best.members]
-        member_uris = [member_uris[i] for i in best.members]
-        member_proba = [candidate_proba[i] for i in best.members]
-        decision = cfg.serving.decision.model_copy(
-            update={"false_alarm_cost": best.false_alarm_cost, "missed_threat_cost": best.missed_threat_cost}
+        member_uris = [self.member_uris[i] for i in best.members]
+        blended = blend([candidate_proba[i] for i in best.members], best.weights)
+        tuning = CostTuning(
+            best.false_alarm_cost,
+            best.missed_threat_cost,
+            best.custom_score,
+            best.argmax_custom_score,
+            len(y),
+            "validation",
         )
-        blended = blend(member_proba, best.weights)
-        labels = assign_labels(blended, cfg.labels.roles, decision)
-        score = security_score(y, labels, cfg.labels.roles, blended.shape[1])
-        descriptor = ModelDescriptor(
-            family=ENSEMBLE_FAMILY,
-            model_type=ENSEMBLE_FAMILY,
-            labels=cfg.labels,
-            decision=decision,
+        log.info(
+            "ensemble: weights %s, costs %s/%s, validation custom score %.4f (members: %s)",
+            dict(zip(member_names, best.weights, strict=True)),
+            best.false_alarm_cost,
+            best.missed_threat_cost,
+            best.custom_score,
+            {k: round(v, 4) for k, v in member_scores.items()},
+        )
+        report = {
+            "candidates": candidate_names,
+            "members": member_names,
+            "member_validation_custom_score": member_scores,
+            "best": {**asdict(best), "members": member_names},
+            "validation_rows": len(y),
+            "trials": [{**asdict(t), "members": [candidate_names[i] for i in t.members]} for t in trials],
+        }
+
+        def write_files(directory: Path) -> None:
+            for name, model in zip(member_names, models, strict=True):
+                shutil.copytree(model.path, directory / ENSEMBLE_MEMBERS_DIR / name)
+
+        def release() -> None:
+            if self._cache is not None:
+                self._cache.cleanup()
+
+        weights = dict(zip(member_names, best.weights, strict=True))
+        return Fitted(
             params={
                 "members": [
                     {
@@ -234,94 +272,57 @@ def build_ensemble(
                         "weight": weight,
                         "family": model.family,
                         "model_type": model.descriptor.model_type,
-                        "source": str(uri),
+                        "source": uri,
                     }
                     for name, model, weight, uri in zip(member_names, models, best.weights, member_uris, strict=True)
                 ],
                 "method": "soft_voting",
                 "weight_step": step,
             },
-        )
-        report = {
-            "candidates": candidate_names,
-            "members": member_names,
-            "member_validation_custom_score": member_scores,
-            "best": {**asdict(best), "members": member_names},
-            "validation": score.as_dict(),
-            "validation_rows": len(y),
-            "trials": [{**asdict(t), "members": [candidate_names[i] for i in t.members]} for t in trials],
-        }
-
-        def fill(directory: Path) -> None:
-            for name, model in zip(member_names, models, strict=True):
-                shutil.copytree(model.path, directory / ENSEMBLE_MEMBERS_DIR / name)
-            descriptor.write(directory)
-            (directory / ENSEMBLE_REPORT).write_text(json.dumps(report, indent=2))
-            write_manifest(directory)
-
-        out = str(out_dir)
-        model_dir: Path | str = out if storage.is_gcs(out) else Path(out)
-        with tempfile.TemporaryDirectory() as staging:
-            local = storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
-            _track(
-                cfg, model_dir, local, tracking_dir, member_names, best, score.custom_score, member_scores, validation
-            )
-    log.info(
-        "ensemble: weights %s, costs %s/%s, validation custom score %.4f (members: %s)",
-        dict(zip(member_names, best.weights, strict=True)),
-        best.false_alarm_cost,
-        best.missed_threat_cost,
-        score.custom_score,
-        {k: round(v, 4) for k, v in member_scores.items()},
-    )
-    return EnsembleResult(
-        model_dir=model_dir,
-        members=member_names,
-        weights=list(best.weights),
-        validation_custom_score=score.custom_score,
-        validation_argmax_custom_score=best.argmax_custom_score,
-        decision=decision,
-        member_scores=member_scores,
-        trials=trials,
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _track(
-    cfg: SentinelConfig,
-    model_dir: Path | str,
-    local_copy: Path,
-    tracking_dir: str | Path | None,
-    member_names: list[str],
-    best: WeightTrial,
-    validation_score: float,
-    member_scores: dict[str, float],
-    validation: pd.DataFrame,
-) -> None:
-    run_dir = Path(tracking_dir) if tracking_dir else tracking.default_tracking_dir(str(model_dir))
-    tags = {
-        "model_type": ENSEMBLE_FAMILY,
-        "family": ENSEMBLE_FAMILY,
-        "validation_sha256": tracking.dataset_sha256(validation),
-        "git_commit": tracking.git_commit(),
-    }
-    with tracking.start_run(cfg, ENSEMBLE_FAMILY, run_dir, tags) as run:
-        if run is None:
-            return
-        tracking.log_params(
-            {
+            selection_score=best.custom_score,
+            write_files=write_files,
+            held_out=HeldOut(y, blended, "validation"),
+            tuning=tuning,
+            reports={ENSEMBLE_REPORT: report},
+            mlflow_params={
                 "members": ",".join(member_names),
-                "weight_step": cfg.training.ensemble.weight_step,
-                **{f"weight.{name}": w for name, w in zip(member_names, best.weights, strict=True)},
-            }
-        )
-        tracking.log_metrics(
-            {
-                "val_custom_score": validation_score,
+                "weight_step": step,
+                **{f"weight.{name}": w for name, w in weights.items()},
+            },
+            mlflow_metrics={
                 "val_custom_score_argmax": best.argmax_custom_score,
-                "false_alarm_cost": best.false_alarm_cost,
-                "missed_threat_cost": best.missed_threat_cost,
                 **{f"member_val_custom_score.{name}": v for name, v in member_scores.items()},
-            }
+            },
+            details={
+                "members": member_names,
+                "weights": list(best.weights),
+                "member_scores": member_scores,
+                "validation_argmax_custom_score": best.argmax_custom_score,
+                "trials": len(trials),
+            },
+            after_publish=release,
         )
-        tracking.log_artifact_dir(local_copy, "model")
+
+
+def build_ensemble(
+    member_uris: Sequence[str | Path],
+    validation: pd.DataFrame,
+    cfg: SentinelConfig,
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
+    tracking_dir: str | Path | None = None,
+) -> TrainResult:
+    """Search member weights and decision costs on ``validation`` and write the ensemble artifact.
+
+    Nothing is written when any check fails. Like the other trainers it logs an MLflow run (members, weights,
+    costs, validation scores, the artifact) to ``cfg.mlflow.tracking_uri`` or a SQLite store in ``tracking_dir``.
+    """
+    return train_model(
+        EnsembleTrainer(member_uris, EnsembleSettings.from_config(cfg), names),
+        None,
+        validation,
+        TrainingContext.from_config(cfg),
+        out_dir,
+        progress=False,
+        tracking_dir=tracking_dir,
+    )

@@ -1,8 +1,8 @@
-"""MLflow helpers shared by every trainer (classical and transformer).
+"""MLflow helpers shared by every trainer (classical, transformer, ensemble).
 
-One run per trained model. The tracking URI comes from ``cfg.mlflow.tracking_uri``; when unset it is a SQLite
+One run per trained model. The tracking URI comes from ``mlflow.tracking_uri``; when unset it is a SQLite
 file ``<output_dir>/mlflow.db`` with run artifacts under ``<output_dir>/mlartifacts`` (nothing is written to
-the current directory). ``cfg.mlflow.enabled=False`` turns tracking off: :func:`start_run` then yields None and
+the current directory). ``mlflow.enabled=False`` turns tracking off: :func:`start_run` then yields None and
 the logging helpers do nothing.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from prompt_sentinel import storage
-from prompt_sentinel.config import SentinelConfig
+from prompt_sentinel.config import MlflowConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 GIT_COMMIT_ENV = ("SENTINEL_GIT_COMMIT", "GIT_COMMIT")  # set in container images, which carry no .git
 
 
-def resolve_tracking_uri(cfg: SentinelConfig, output_dir: str | Path) -> str:
-    """``cfg.mlflow.tracking_uri`` or ``sqlite:///<output_dir>/mlflow.db``."""
-    if cfg.mlflow.tracking_uri:
-        return cfg.mlflow.tracking_uri
+def resolve_tracking_uri(settings: MlflowConfig, output_dir: str | Path) -> str:
+    """``settings.tracking_uri`` or ``sqlite:///<output_dir>/mlflow.db``."""
+    if settings.tracking_uri:
+        return settings.tracking_uri
     return f"sqlite:///{(Path(output_dir) / DEFAULT_DB_NAME).resolve()}"
 
 
@@ -47,11 +47,11 @@ def default_tracking_dir(out: str) -> Path:
     return Path(out).resolve().parent
 
 
-def _experiment_id(cfg: SentinelConfig, output_dir: Path, default_store: bool) -> str:
+def _experiment_id(settings: MlflowConfig, output_dir: Path, default_store: bool) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    name = cfg.mlflow.experiment
+    name = settings.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -67,7 +67,7 @@ def _experiment_id(cfg: SentinelConfig, output_dir: Path, default_store: bool) -
 
 @contextmanager
 def start_run(
-    cfg: SentinelConfig,
+    settings: MlflowConfig,
     run_name: str,
     output_dir: str | Path,
     tags: Mapping[str, Any] | None = None,
@@ -77,20 +77,20 @@ def start_run(
     An exception inside the block marks the run FAILED and propagates. The previous tracking URI is
     restored afterwards, so library callers are not left pointing at this run's store.
     """
-    if not cfg.mlflow.enabled:
+    if not settings.enabled:
         yield None
         return
     import mlflow
 
     out = Path(output_dir)
-    default_store = not cfg.mlflow.tracking_uri
+    default_store = not settings.tracking_uri
     if default_store:
         out.mkdir(parents=True, exist_ok=True)
-    uri = resolve_tracking_uri(cfg, out)
+    uri = resolve_tracking_uri(settings, out)
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        experiment_id = _experiment_id(cfg, out, default_store)
+        experiment_id = _experiment_id(settings, out, default_store)
         clean_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         nested = mlflow.active_run() is not None
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=clean_tags, nested=nested) as run:
@@ -144,6 +144,15 @@ def log_artifact_dir(local_dir: str | Path, artifact_path: str | None = None) ->
     if mlflow.active_run() is None:
         return
     mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    """Write ``text`` as an artifact file of the active run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.log_text(text, artifact_file)
 
 
 def set_tags(tags: Mapping[str, Any]) -> None:

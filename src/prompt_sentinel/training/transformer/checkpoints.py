@@ -40,6 +40,7 @@ import torch
 
 from prompt_sentinel import storage
 from prompt_sentinel.errors import ModelFormatError, StorageError, TrainingError
+from prompt_sentinel.hf_checkpoints import resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def resolve_checkpoint(ref: str) -> Path:
     Shares :func:`prompt_sentinel.hf_checkpoints.resolve_model_dir` with the embedding featurizer (one list of
     bundled models, one gs:// download cache) and reports problems as :class:`TrainingError`.
     """
-    from prompt_sentinel.hf_checkpoints import resolve_model_dir
-
     try:
         return resolve_model_dir(ref)
     except ModelFormatError as exc:

@@ -16,8 +16,9 @@ and exact resume stay visible in one place:
   from a generator seeded per epoch and RNG states are restored, so a resumed run replays the same batches.
 
 Every bad input (unusable base model, label-count mismatch, ``max_length`` beyond the model's limit, empty
-data) raises :class:`TrainingError` before any training starts. The artifact is written into
-``storage.atomic_output_dir`` (weights as safetensors, tokenizer, JSON reports, descriptor, checksums last).
+data) raises :class:`TrainingError` before any training starts (``TransformerTrainer.check``). The artifact —
+weights as safetensors, tokenizer, JSON reports, descriptor, checksums last — is written by the trainer contract's
+shared sequence (:func:`prompt_sentinel.training.base.train_model`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +41,19 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix
 
-from prompt_sentinel import storage
-from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
-from prompt_sentinel.config import SentinelConfig
-from prompt_sentinel.decision import tune_costs
+from prompt_sentinel.config import (
+    DecisionTuningConfig,
+    LabelConfig,
+    SentinelConfig,
+    TransformerConfig,
+)
+from prompt_sentinel.decision import CostTuning, tune_costs
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import macro_f1, score_from_confusion
-from prompt_sentinel.models.base import ModelDescriptor
 from prompt_sentinel.models.transformer import cpu_limit, effective_max_length, length_buckets, quiet_transformers
-from prompt_sentinel.text import normalize_text
+from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, METRICS_HISTORY, SAFETENSORS_WEIGHTS, TRAINING_ARGS
 from prompt_sentinel.training import tracking
+from prompt_sentinel.training.base import Fitted, TrainingContext, TrainResult, labelled_texts, train_model
 from prompt_sentinel.training.transformer.checkpoints import CheckpointStore, resolve_checkpoint
 from prompt_sentinel.training.transformer.controller import AlphaController
 from prompt_sentinel.training.transformer.losses import build_loss, initial_alpha
@@ -71,61 +74,24 @@ PIP_REQUIREMENTS = ("prompt-sentinel", "torch", "transformers", "safetensors", "
 STATE_VERSION = 1
 
 
-@dataclass
-class TransformerTrainResult:
-    """What a caller (CLI, pipeline component, benchmark) needs after training."""
-
-    out_dir: Path | str  # a str for gs:// outputs
-    best_score: float
-    best_metrics: dict[str, Any]
-    best_step: int
-    best_epoch: float
-    global_step: int
-    total_steps: int
-    final_alpha: list[float]
-    train_seconds: float
-    samples_per_second: float
-    device: str
-    precision: str
-    resumed_from_step: int
-    stopped_early: bool
-    metrics_history: list[dict[str, Any]] = field(default_factory=list)
-    alpha_trajectory: list[dict[str, Any]] = field(default_factory=list)
-    mlflow_run_id: str | None = None
-
-
 # ---------------------------------------------------------------------------------------------------------
 # input checks (all before any training)
 
 
-def _prepare_frame(df: pd.DataFrame | None, name: str, num_classes: int) -> tuple[list[str], np.ndarray]:
+def _prepare_frame(df: pd.DataFrame | None, name: str, labels: LabelConfig) -> tuple[list[str], np.ndarray]:
     if df is None or len(df) == 0:
         raise TrainingError(
             f"the {name} set is {'missing' if df is None else 'empty'}; transformer training needs labelled "
             f"{name} rows (the validation set drives early stopping and the class-weight controller)"
         )
-    missing = [c for c in ("text", "label") if c not in df.columns]
-    if missing:
-        raise TrainingError(f"the {name} set lacks column(s) {missing}; expected columns text, label")
-    if df["text"].isna().any():
-        raise TrainingError(f"the {name} set has {int(df['text'].isna().sum())} empty (null) texts")
-    try:
-        labels = df["label"].to_numpy().astype(np.int64)
-    except (TypeError, ValueError) as exc:
-        raise TrainingError(f"the {name} set has non-integer labels: {exc}") from exc
-    if not np.array_equal(labels, df["label"].to_numpy()):
-        raise TrainingError(f"the {name} set has non-integer labels")
-    bad = sorted(set(labels[(labels < 0) | (labels >= num_classes)].tolist()))
-    if bad:
-        raise TrainingError(f"the {name} set has label ids {bad} outside 0..{num_classes - 1} (labels.names)")
-    return [normalize_text(str(t)) for t in df["text"]], labels
+    return labelled_texts(df, f"the {name} set", labels)
 
 
-def inspect_base_model(path: Path, ref: str, cfg: SentinelConfig) -> tuple[Any, Any, int]:
+def inspect_base_model(path: Path, ref: str, settings: TransformerSettings) -> tuple[Any, Any, int]:
     """Check a base checkpoint is usable; returns (config, tokenizer, max_length) or raises TrainingError."""
     from transformers import AutoConfig, AutoTokenizer
 
-    n = cfg.labels.num_classes
+    n = settings.labels.num_classes
     if not (path / "config.json").is_file():
         raise TrainingError(
             f"base model {ref} ({path}) has no config.json; expected a Hugging Face checkpoint directory "
@@ -145,19 +111,19 @@ def inspect_base_model(path: Path, ref: str, cfg: SentinelConfig) -> tuple[Any, 
     if any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels != n:
         raise TrainingError(
             f"base model {ref} is a {architectures[0]} fine-tuned for {config.num_labels} labels, but the config "
-            f"has {n} labels {cfg.labels.names}; use a checkpoint with {n} labels or a base (encoder) model"
+            f"has {n} labels {settings.labels.names}; use a checkpoint with {n} labels or a base (encoder) model"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         raise TrainingError(f"base model {ref}: the tokenizer cannot be loaded ({exc})") from exc
     limit = effective_max_length(tokenizer, config, None)
-    if cfg.transformer.max_length > limit:
+    if settings.transformer.max_length > limit:
         raise TrainingError(
-            f"transformer.max_length={cfg.transformer.max_length} exceeds the limit of base model {ref}: "
+            f"transformer.max_length={settings.transformer.max_length} exceeds the limit of base model {ref}: "
             f"{limit} tokens (tokenizer.model_max_length / config.max_position_embeddings)"
         )
-    return config, tokenizer, cfg.transformer.max_length
+    return config, tokenizer, settings.transformer.max_length
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,7 +242,7 @@ def _frame_sha256(texts: list[str], labels: np.ndarray) -> str:
 
 
 def _evaluate(
-    model, dataset: _Encoded, collate: _Collator, cfg: SentinelConfig, device: torch.device, dtype
+    model, dataset: _Encoded, collate: _Collator, settings: TransformerSettings, device: torch.device, dtype
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Validation metrics (custom score first) and the argmax confusion matrix (what the controller watches).
 
@@ -284,13 +250,13 @@ def _evaluate(
     probabilities (:func:`prompt_sentinel.decision.tune_costs`): ``decision_custom_score`` is the score under
     the tuned rule, and the costs are what the artifact stores if this evaluation is the best one.
     """
-    n = cfg.labels.num_classes
+    n = settings.labels.num_classes
     lengths = [len(ids) for ids in dataset.encoded["input_ids"]]
     proba = np.zeros((len(dataset), n), dtype=np.float64)
     loss_sum = 0.0
     model.eval()
     with torch.inference_mode():
-        for idx in length_buckets(lengths, cfg.transformer.eval_batch_size):
+        for idx in length_buckets(lengths, settings.transformer.eval_batch_size):
             batch = collate([dataset[i] for i in idx])
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
@@ -301,7 +267,7 @@ def _evaluate(
     model.train()
     preds = proba.argmax(axis=1)
     cm = confusion_matrix(dataset.labels, preds, labels=list(range(n)))
-    score = score_from_confusion(cm, cfg.labels.roles)
+    score = score_from_confusion(cm, settings.labels.roles)
     metrics = {
         "custom_score": score.custom_score,
         "macro_f1": macro_f1(dataset.labels, preds, n),
@@ -309,9 +275,9 @@ def _evaluate(
         "val_loss": loss_sum / len(dataset),
         "accuracy": float((preds == dataset.labels).mean()),
     }
-    tuning_cfg = cfg.training.decision_tuning
+    tuning_cfg = settings.decision_tuning
     if tuning_cfg.enabled:
-        tuned = tune_costs(dataset.labels, proba, cfg.labels.roles, tuning_cfg.cost_grid, source="validation")
+        tuned = tune_costs(dataset.labels, proba, settings.labels.roles, tuning_cfg.cost_grid, source="validation")
         metrics.update(
             decision_custom_score=tuned.custom_score,
             false_alarm_cost=tuned.false_alarm_cost,
@@ -359,20 +325,22 @@ class _Plan:
     fingerprint: str
 
 
-def _plan(train_df: pd.DataFrame, val_df: pd.DataFrame | None, cfg: SentinelConfig, base_model: str | None) -> _Plan:
-    tcfg, n_classes = cfg.transformer, cfg.labels.num_classes
-    train_texts, train_labels = _prepare_frame(train_df, "training", n_classes)
-    val_texts, val_labels = _prepare_frame(val_df, "validation", n_classes)
+def _plan(
+    train_df: pd.DataFrame, val_df: pd.DataFrame | None, settings: TransformerSettings, base_model: str | None
+) -> _Plan:
+    tcfg, n_classes = settings.transformer, settings.labels.num_classes
+    train_texts, train_labels = _prepare_frame(train_df, "training", settings.labels)
+    val_texts, val_labels = _prepare_frame(val_df, "validation", settings.labels)
     absent = sorted(set(range(n_classes)) - set(train_labels.tolist()))
     if absent:
-        log.warning("classes %s have no training rows", [cfg.labels.names[i] for i in absent])
+        log.warning("classes %s have no training rows", [settings.labels.names[i] for i in absent])
     ref = base_model or tcfg.base_model
     base_path = resolve_checkpoint(ref)
-    _, tokenizer, max_length = inspect_base_model(base_path, ref, cfg)
+    _, tokenizer, max_length = inspect_base_model(base_path, ref, settings)
     alpha0 = initial_alpha(tcfg.focal_alpha, n_classes)
     # built here only to validate their settings now, not after the model has loaded
     build_loss(tcfg.loss, tcfg.focal_gamma)
-    AlphaController(alpha0, cfg.labels, tcfg.controller)
+    AlphaController(alpha0, settings.labels, tcfg.controller)
 
     limit = cpu_limit()
     if torch.get_num_threads() > limit:  # torch counts the node's cores, not the pod's CPU limit
@@ -390,8 +358,8 @@ def _plan(train_df: pd.DataFrame, val_df: pd.DataFrame | None, cfg: SentinelConf
         json.dumps(
             {
                 "transformer": tcfg.model_dump(exclude={"checkpoint_uri"}),
-                "labels": cfg.labels.model_dump(),
-                "seed": cfg.seed,
+                "labels": settings.labels.model_dump(),
+                "seed": settings.seed,
                 "base_model": ref,
                 "train": _frame_sha256(train_texts, train_labels),
                 "val": _frame_sha256(val_texts, val_labels),
@@ -419,17 +387,17 @@ def _plan(train_df: pd.DataFrame, val_df: pd.DataFrame | None, cfg: SentinelConf
     )
 
 
-def _load_model(plan: _Plan, cfg: SentinelConfig):
+def _load_model(plan: _Plan, settings: TransformerSettings):
     from transformers import AutoModelForSequenceClassification
 
-    _seed_everything(cfg.seed)  # before loading: a fresh classification head is randomly initialized
+    _seed_everything(settings.seed)  # before loading: a fresh classification head is randomly initialized
     try:
         with quiet_transformers():  # the "classifier.* newly initialized" report is expected here
             model = AutoModelForSequenceClassification.from_pretrained(
                 plan.base_path,
-                num_labels=cfg.labels.num_classes,
-                id2label=cfg.labels.id2label,
-                label2id=cfg.labels.label2id,
+                num_labels=settings.labels.num_classes,
+                id2label=settings.labels.id2label,
+                label2id=settings.labels.label2id,
                 use_safetensors=True,
             )
     except Exception as exc:
@@ -469,13 +437,13 @@ def _initial_state(fingerprint: str) -> dict[str, Any]:
 class _Session:
     """Model, optimizer, schedule, controller and counters of one (possibly resumed) training attempt."""
 
-    def __init__(self, plan: _Plan, cfg: SentinelConfig, store: CheckpointStore) -> None:
-        self.plan, self.cfg, self.tcfg, self.store = plan, cfg, cfg.transformer, store
-        self.model = _load_model(plan, cfg)
+    def __init__(self, plan: _Plan, settings: TransformerSettings, store: CheckpointStore) -> None:
+        self.plan, self.settings, self.tcfg, self.store = plan, settings, settings.transformer, store
+        self.model = _load_model(plan, settings)
         self.optimizer = _optimizer(self.model, self.tcfg.learning_rate, self.tcfg.weight_decay)
         self.scheduler = _scheduler(self.optimizer, self.tcfg.scheduler, plan.warmup_steps, plan.total_steps)
         self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
-        self.controller = AlphaController(plan.alpha0, cfg.labels, self.tcfg.controller)
+        self.controller = AlphaController(plan.alpha0, settings.labels, self.tcfg.controller)
         self.loss_fn = build_loss(self.tcfg.loss, self.tcfg.focal_gamma)
         self.collate = _Collator(plan.tokenizer)
         self.state = _initial_state(plan.fingerprint)
@@ -517,7 +485,7 @@ class _Session:
     def evaluate(self, epoch_progress: float) -> None:
         state = self.state
         metrics, cm = _evaluate(
-            self.model, self.plan.val_set, self.collate, self.cfg, self.plan.device, self.plan.amp_dtype
+            self.model, self.plan.val_set, self.collate, self.settings, self.plan.device, self.plan.amp_dtype
         )
         alpha_used = list(self.controller.alpha)
         actions = self.controller.observe(cm.tolist(), step=state["global_step"], epoch=epoch_progress)
@@ -631,7 +599,7 @@ class _Session:
             return  # resumed from the final checkpoint: only the artifact is left to write
         accum = tcfg.gradient_accumulation_steps
         for epoch in range(state["next_epoch"], plan.n_epochs):
-            batches = epoch_batches(len(plan.train_set), tcfg.batch_size, self.cfg.seed, epoch)
+            batches = epoch_batches(len(plan.train_set), tcfg.batch_size, self.settings.seed, epoch)
             windows = [batches[i : i + accum] for i in range(0, len(batches), accum)]
             first = state["next_window"] if epoch == state["next_epoch"] else 0
             remaining = windows[first:]
@@ -668,7 +636,147 @@ class _Session:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the training function
+# the trainer
+
+
+@dataclass(frozen=True)
+class TransformerSettings:
+    """The config sections the transformer trainer needs."""
+
+    labels: LabelConfig
+    transformer: TransformerConfig
+    decision_tuning: DecisionTuningConfig
+    seed: int
+
+    @classmethod
+    def from_config(cls, cfg: SentinelConfig) -> TransformerSettings:
+        return cls(cfg.labels, cfg.transformer, cfg.training.decision_tuning, cfg.seed)
+
+
+class TransformerTrainer:
+    """Fine-tunes a transformer checkpoint behind the trainer contract (resumable; see the module docstring).
+
+    The validation split is required: it drives early stopping, the class-weight controller and the decision
+    costs, which are tuned at every evaluation so the best checkpoint is chosen by the score it will serve with.
+    """
+
+    family = "transformer"
+    model_type = "transformer"
+
+    def __init__(
+        self,
+        settings: TransformerSettings,
+        base_model: str | None = None,
+        step_callback: Callable[[int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_model = base_model
+        self.step_callback = step_callback
+        self._plan: _Plan | None = None
+
+    def run_name(self, out_dir: str) -> str:
+        return f"transformer-{out_dir.rsplit('/', 1)[-1]}"
+
+    def tags(self) -> dict[str, Any]:
+        return {"base_model": self.base_model or self.settings.transformer.base_model}
+
+    def check(self, train: pd.DataFrame | None, validation: pd.DataFrame | None) -> None:
+        self._plan = _plan(train, validation, self.settings, self.base_model)
+
+    def fit(
+        self, train: pd.DataFrame | None, validation: pd.DataFrame | None, *, out_dir: str, run: Any, progress: bool
+    ) -> Fitted:
+        if self._plan is None:
+            self.check(train, validation)
+        plan, settings = self._plan, self.settings
+        assert plan is not None
+        store = CheckpointStore(out_dir, settings.transformer.checkpoint_uri)
+        session = _Session(plan, settings, store)
+        session.resume()
+        if run is not None:
+            tracking.set_tags({"resumed_from_step": session.resumed_from_step})
+            tracking.log_params(settings.transformer.model_dump(mode="json"), prefix="transformer.")
+            for entry in session.state["metrics_history"]:  # a resumed run re-logs what came before
+                _log_eval_metrics(run, entry)
+        session.run(progress, self.step_callback, run)
+        if session.best_state is not None:
+            session.model.load_state_dict(session.best_state)
+        state = session.state
+        best = state.get("best_metrics") or {}
+        tuning = None
+        if settings.decision_tuning.enabled and best:
+            tuning = CostTuning(
+                false_alarm_cost=float(best.get("false_alarm_cost", 1.0)),
+                missed_threat_cost=float(best.get("missed_threat_cost", 1.0)),
+                custom_score=float(best.get("decision_custom_score", best.get("custom_score", 0.0))),
+                argmax_custom_score=float(best.get("custom_score", 0.0)),
+                rows=len(plan.val_set),
+                source=f"validation (best checkpoint, step {state['best_step']})",
+            )
+        training = _training_report(session, settings)
+
+        def write_files(directory: Path) -> None:
+            with quiet_transformers():
+                session.model.save_pretrained(directory)  # writes model.safetensors (the default format)
+                plan.tokenizer.save_pretrained(directory)
+            if any(directory.glob("*.bin")) or not (directory / SAFETENSORS_WEIGHTS).is_file():
+                raise TrainingError(
+                    f"{out_dir}: save_pretrained did not write {SAFETENSORS_WEIGHTS}; refusing the artifact"
+                )
+            _readable_by_all(directory)
+
+        details = {
+            "best_score": float(state["best_score"]),
+            "best_metrics": best,
+            "best_step": int(state["best_step"]),
+            "best_epoch": float(state["best_epoch"]),
+            "global_step": int(state["global_step"]),
+            "total_steps": plan.total_steps,
+            "final_alpha": list(session.controller.alpha),
+            "samples_per_second": float(training["samples_per_second"]),
+            "device": training["device"],
+            "precision": plan.precision,
+            "resumed_from_step": session.resumed_from_step,
+            "stopped_early": bool(state["stopped_early"]),
+            "metrics_history": state["metrics_history"],
+            "alpha_trajectory": session.controller.trajectory,
+        }
+        return Fitted(
+            params={"base_model": plan.ref, "loss": settings.transformer.loss, "final_alpha": details["final_alpha"]},
+            selection_score=float(state["best_score"]),
+            write_files=write_files,
+            tuning=tuning,
+            validation_metrics=best,
+            max_length=plan.max_length,
+            training_report=training,
+            reports={
+                TRAINING_ARGS: _training_args(plan, settings),
+                METRICS_HISTORY: state["metrics_history"],
+                ALPHA_TRAJECTORY: session.controller.trajectory,
+            },
+            mlflow_params={
+                "base_model": plan.ref,
+                "max_length": plan.max_length,
+                "train_rows": len(plan.train_set),
+                "validation_rows": len(plan.val_set),
+                "total_steps": plan.total_steps,
+                "device": plan.device.type,
+                "precision": plan.precision,
+                "seed": settings.seed,
+            },
+            mlflow_metrics={
+                "best_custom_score": state["best_score"],
+                "best_step": state["best_step"],
+                "samples_per_second": training["samples_per_second"],
+                **{f"final_alpha_{i}": a for i, a in enumerate(session.controller.alpha)},
+            },
+            # The directory is logged as-is instead of through the mlflow.transformers flavor: the flavor
+            # re-serializes the model in its own layout, while the registry and serving load exactly this verified
+            # directory (descriptor + checksums). Its pip requirements are logged beside it.
+            pip_requirements=PIP_REQUIREMENTS,
+            details=details,
+            after_publish=store.discard,  # the artifact is in place: the checkpoints are no longer needed
+        )
 
 
 def train_transformer(
@@ -681,122 +789,34 @@ def train_transformer(
     *,
     step_callback: Callable[[int], None] | None = None,
     tracking_dir: str | Path | None = None,
-) -> TransformerTrainResult:
+) -> TrainResult:
     """Fine-tune ``base_model`` (default ``cfg.transformer.base_model``) and write the artifact to ``out_dir``.
 
     ``train_df`` / ``val_df`` have columns ``text`` and ``label`` (class id). If ``out_dir``'s working directory
     (or ``cfg.transformer.checkpoint_uri``) holds a checkpoint of the same run, training resumes from it.
     ``out_dir`` may be local (written atomically) or gs:// (staged locally, ``checksums.json`` uploaded last).
     ``step_callback(global_step)`` runs after every optimizer step (after that step's checkpoint, if any).
-    MLflow tracking goes to ``cfg.mlflow.tracking_uri`` or ``sqlite:///<tracking_dir>/mlflow.db`` (default:
-    ``out_dir``'s parent).
     """
     out = str(out_dir).rstrip("/")
     if not out:
         raise TrainingError("out_dir is empty; pass the directory (or gs:// prefix) to write the model to")
-    plan = _plan(train_df, val_df, cfg, base_model)  # raises TrainingError before any training
-    store = CheckpointStore(out, cfg.transformer.checkpoint_uri)
-    session = _Session(plan, cfg, store)
-    session.resume()
-
-    dataset = {
-        "train_sha256": tracking.dataset_sha256(train_df),
-        "train_rows": len(plan.train_set),
-        "validation_sha256": tracking.dataset_sha256(val_df),
-        "validation_rows": len(plan.val_set),
-    }
-    commit = tracking.git_commit()
-    tags = {
-        "model_type": "transformer",
-        "family": "transformer",
-        "base_model": plan.ref,
-        "dataset_sha256": dataset["train_sha256"],
-        "git_commit": commit,
-        "resumed_from_step": session.resumed_from_step,
-    }
-    run_dir = Path(tracking_dir) if tracking_dir else tracking.default_tracking_dir(out)
-    with tracking.start_run(cfg, f"transformer-{out.rsplit('/', 1)[-1]}", run_dir, tags) as run:
-        if run is not None:
-            tracking.log_params(cfg.transformer.model_dump(mode="json"), prefix="transformer.")
-            tracking.log_params(
-                {
-                    "model_type": "transformer",
-                    "base_model": plan.ref,
-                    "max_length": plan.max_length,
-                    "train_rows": len(plan.train_set),
-                    "validation_rows": len(plan.val_set),
-                    "total_steps": plan.total_steps,
-                    "device": plan.device.type,
-                    "precision": plan.precision,
-                    "seed": cfg.seed,
-                }
-            )
-            for entry in session.state["metrics_history"]:  # a resumed run re-logs what came before
-                _log_eval_metrics(run, entry)
-
-        session.run(progress, step_callback, run)
-        if session.best_state is not None:
-            session.model.load_state_dict(session.best_state)
-        training = _training_report(session, cfg, dataset, commit)
-        with tempfile.TemporaryDirectory(prefix="sentinel-transformer-") as staging:
-            local_artifact = _write_artifact(session, cfg, training, out, Path(staging))
-            state = session.state
-            log.info(
-                "transformer artifact written to %s (best custom score %.4f at step %d)",
-                out,
-                state["best_score"],
-                state["best_step"],
-            )
-            run_id = None
-            if run is not None:
-                import mlflow
-
-                run_id = run.info.run_id
-                # The artifact directory is logged as-is instead of through the mlflow.transformers flavor: the
-                # flavor re-serializes the model in its own layout, while the registry and serving load exactly
-                # this verified directory (descriptor + checksums). Its pip requirements are logged beside it.
-                tracking.log_artifact_dir(local_artifact, artifact_path="model")
-                mlflow.log_text("\n".join(PIP_REQUIREMENTS) + "\n", "model_requirements.txt")
-                tracking.log_metrics(
-                    {
-                        "best_custom_score": state["best_score"],
-                        "best_step": state["best_step"],
-                        "train_seconds": state["train_seconds"],
-                        "samples_per_second": training["samples_per_second"],
-                    }
-                )
-                tracking.log_metrics({f"final_alpha_{i}": a for i, a in enumerate(session.controller.alpha)})
-    store.discard()  # the artifact is in place: the checkpoints are no longer needed
-
-    state = session.state
-    return TransformerTrainResult(
-        out_dir=out if storage.is_gcs(out) else Path(out),
-        best_score=float(state["best_score"]),
-        best_metrics=state["best_metrics"],
-        best_step=int(state["best_step"]),
-        best_epoch=float(state["best_epoch"]),
-        global_step=int(state["global_step"]),
-        total_steps=plan.total_steps,
-        final_alpha=list(session.controller.alpha),
-        train_seconds=float(state["train_seconds"]),
-        samples_per_second=float(training["samples_per_second"]),
-        device=training["device"],
-        precision=plan.precision,
-        resumed_from_step=session.resumed_from_step,
-        stopped_early=bool(state["stopped_early"]),
-        metrics_history=state["metrics_history"],
-        alpha_trajectory=session.controller.trajectory,
-        mlflow_run_id=run_id,
+    trainer = TransformerTrainer(TransformerSettings.from_config(cfg), base_model, step_callback)
+    return train_model(
+        trainer,
+        train_df,
+        val_df,
+        TrainingContext.from_config(cfg),
+        out,
+        progress=progress,
+        tracking_dir=tracking_dir,
     )
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the artifact
+# the artifact's reports
 
 
-def _training_report(
-    session: _Session, cfg: SentinelConfig, dataset: dict[str, Any], commit: str | None
-) -> dict[str, Any]:
+def _training_report(session: _Session, settings: TransformerSettings) -> dict[str, Any]:
     plan, state = session.plan, session.state
     device = plan.device
     labels = plan.train_set.labels
@@ -805,8 +825,8 @@ def _training_report(
         "base_model": plan.ref,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "precision": plan.precision,
-        "train_seconds": state["train_seconds"],
         "step_seconds": state["step_seconds"],
+        "fit_seconds": state["train_seconds"],
         "samples_per_second": state["samples_seen"] / state["step_seconds"] if state["step_seconds"] else 0.0,
         "samples_seen": state["samples_seen"],
         "global_step": state["global_step"],
@@ -818,12 +838,26 @@ def _training_report(
         "best_validation": state["best_metrics"],
         "initial_alpha": plan.alpha0,
         "final_alpha": list(session.controller.alpha),
-        "loss": cfg.transformer.loss,
-        "dataset": dataset,
-        "class_counts": {name: int((labels == i).sum()) for i, name in enumerate(cfg.labels.names)},
-        "git_commit": commit,
+        "loss": settings.transformer.loss,
+        "dataset": {"train_rows": len(plan.train_set), "validation_rows": len(plan.val_set)},
+        "class_counts": {name: int((labels == i).sum()) for i, name in enumerate(settings.labels.names)},
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+    }
+
+
+def _training_args(plan: _Plan, settings: TransformerSettings) -> dict[str, Any]:
+    return {
+        **settings.transformer.model_dump(mode="json"),
+        "base_model": plan.ref,
+        "resolved_base_model": str(plan.base_path),
+        "max_length": plan.max_length,
+        "seed": settings.seed,
+        "total_steps": plan.total_steps,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "warmup_steps": plan.warmup_steps,
+        "train_rows": len(plan.train_set),
+        "validation_rows": len(plan.val_set),
     }
 
 
@@ -833,58 +867,6 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
-def _write_artifact(session: _Session, cfg: SentinelConfig, training: dict[str, Any], out: str, staging: Path) -> Path:
-    """Write the artifact (atomically when local, manifest last when gs://); returns a local copy's path."""
-    plan, tcfg = session.plan, cfg.transformer
-    training_args = {
-        **tcfg.model_dump(mode="json"),
-        "base_model": plan.ref,
-        "resolved_base_model": str(plan.base_path),
-        "max_length": plan.max_length,
-        "seed": cfg.seed,
-        "total_steps": plan.total_steps,
-        "steps_per_epoch": plan.steps_per_epoch,
-        "warmup_steps": plan.warmup_steps,
-        "train_rows": len(plan.train_set),
-        "validation_rows": len(plan.val_set),
-    }
-    reports = {
-        "training_args.json": training_args,
-        "metrics_history.json": session.state["metrics_history"],
-        "alpha_trajectory.json": session.controller.trajectory,
-        "training.json": training,
-    }
-    best = session.state.get("best_metrics") or {}
-    decision = cfg.serving.decision.model_copy(
-        update={
-            "false_alarm_cost": float(best.get("false_alarm_cost", 1.0)),
-            "missed_threat_cost": float(best.get("missed_threat_cost", 1.0)),
-        }
-    )
-    descriptor = ModelDescriptor(
-        family="transformer",
-        model_type="transformer",
-        labels=cfg.labels,
-        decision=decision,
-        max_length=plan.max_length,
-        params={"base_model": plan.ref, "loss": tcfg.loss, "final_alpha": list(session.controller.alpha)},
-    )
-
-    def fill(directory: Path) -> None:
-        with quiet_transformers():
-            session.model.save_pretrained(directory)  # writes model.safetensors (the default format)
-            plan.tokenizer.save_pretrained(directory)
-        for name, payload in reports.items():
-            (directory / name).write_text(json.dumps(payload, indent=2, default=_json_default))
-        descriptor.write(directory)
-        if any(directory.glob("*.bin")) or not (directory / "model.safetensors").is_file():
-            raise TrainingError(f"{out}: save_pretrained did not write model.safetensors; refusing the artifact")
-        _readable_by_all(directory)
-        write_manifest(directory)  # last: covers every file above
-
-    return storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
-
-
 def _readable_by_all(directory: Path) -> None:
     """Temp dirs are created 0700 and some writers use 0600; the serving image runs as another user."""
     umask = os.umask(0)
@@ -892,20 +874,3 @@ def _readable_by_all(directory: Path) -> None:
     directory.chmod(0o755 & ~umask)
     for path in directory.rglob("*"):
         path.chmod((0o755 if path.is_dir() else 0o644) & ~umask)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
-def result_summary(result: TransformerTrainResult) -> dict[str, Any]:
-    """A JSON-able summary (without the long histories) for CLI output and pipeline metadata."""
-    data = asdict(result)
-    data.pop("metrics_history")
-    data.pop("alpha_trajectory")
-    data["out_dir"] = str(result.out_dir)
-    return data
