@@ -8,7 +8,7 @@ IMAGE_REGISTRY ?= ghcr.io/prompt-sentinel
 TAG ?= 0.1.0
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint format compile images benchmarks clean lock help
+.PHONY: install run test test-fast lint format compile default-config images benchmarks clean lock help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -42,6 +42,9 @@ format: install
 
 compile: install  ## recompile the pipeline YAML (the committed golden file)
 	$(BIN)/sentinel compile --out pipelines/compiled/training_pipeline.yaml
+
+default-config: install  ## regenerate configs/default.yaml from the typed config
+	$(BIN)/sentinel config --defaults > configs/default.yaml
 
 benchmarks: install  ## benchmark tables (needs ../shared/data)
 	$(BIN)/python benchmarks/classical_benchmark.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 import typer
 
@@ -26,6 +27,18 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Prompt Sentinel: train, evaluate and serve prompt-security classifiers."""
+
+
+@app.command("config")
+def show_config(
+    defaults: bool = typer.Option(False, "--defaults", help="Print configs/default.yaml (every field, defaults)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    set_: list[str] | None = typer.Option(None, "--set", "-s", help="Override a field. Repeatable."),
+) -> None:
+    """Print the effective configuration (defaults + --config + --set) as YAML, after validation."""
+    from prompt_sentinel.config import defaults_yaml, load_config
+
+    typer.echo(defaults_yaml() if defaults else load_config(config, set_ or []).to_yaml(), nl=False)
 
 
 @app.command()
