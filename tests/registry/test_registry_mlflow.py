@@ -9,7 +9,7 @@ import pytest
 
 from prompt_sentinel.registry import ModelRegistry
 from prompt_sentinel.registry.mlflow_sync import TAG_URI, TAG_VERSION, _tracking, default_tracking_uri
-from tests.registry.test_local import make_cfg, make_model_dir
+from tests.registry.test_registry_local import make_cfg, make_model_dir
 
 
 @pytest.mark.slow
