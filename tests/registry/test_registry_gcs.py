@@ -17,12 +17,13 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
-from test_registry_local import make_cfg, make_model_dir
 
 from prompt_sentinel import storage
 from prompt_sentinel.errors import RegistryError
 from prompt_sentinel.modeling import load_model
 from prompt_sentinel.registry import ModelRegistry, resolve_model_ref
+
+from .test_registry_local import make_cfg, make_model_dir
 
 Hook = Callable[[str, str, "Call", dict[str, Any]], requests.Response | None]
 
