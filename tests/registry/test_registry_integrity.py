@@ -201,3 +201,25 @@ def test_an_unreadable_marker_is_a_registry_error_not_a_crash(registry: ModelReg
         registry.get_metadata("sentinel/v1")
     (info,) = registry.list_versions("sentinel")
     assert info.status == "corrupt"
+
+
+def test_a_version_pushed_before_the_marker_checksum_still_reads(
+    registry: ModelRegistry, model_dir: Path, cfg: SentinelConfig
+) -> None:
+    """Registries written by the earlier layout (metadata schema 1, a marker without marker_sha256) stay usable."""
+    from prompt_sentinel.checksums import sha256_bytes
+
+    registry.push(model_dir, name="sentinel", aliases=("champion",))
+    vdir = Path(registry.root) / "sentinel" / "v1"
+    metadata = json.loads((vdir / "metadata.json").read_text())
+    metadata["schema_version"] = 1
+    raw = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+    (vdir / "metadata.json").write_bytes(raw)
+    marker = json.loads((vdir / "_COMPLETE").read_text())
+    legacy = {k: marker[k] for k in ("version", "push_id", "completed_at", "model_card_sha256")}
+    (vdir / "_COMPLETE").write_text(json.dumps({**legacy, "metadata_sha256": sha256_bytes(raw)}))
+
+    fresh = ModelRegistry(registry.root, cfg, cache_dir=Path(cfg.registry.cache_dir) / "fresh")
+    assert fresh.get_metadata("sentinel@champion")["version"] == 1
+    assert [i.status for i in fresh.list_versions("sentinel")] == ["ok"]
+    assert (fresh.resolve("sentinel@champion") / "model.skops").is_file()
