@@ -9,7 +9,8 @@ import pytest
 
 from prompt_sentinel.registry import ModelRegistry
 from prompt_sentinel.registry.mlflow_sync import TAG_URI, TAG_VERSION, _tracking, default_tracking_uri
-from tests.registry.test_registry_local import make_cfg, make_model_dir
+
+from .test_registry_local import make_cfg, make_model_dir
 
 
 @pytest.mark.slow
@@ -20,7 +21,7 @@ def test_push_registers_in_mlflow_moves_aliases_and_loads_by_alias(tmp_path: Pat
     model_dir = make_model_dir(tmp_path / "model")
     cfg = make_cfg(tmp_path / "out", mlflow=True)
     registry = ModelRegistry(cfg.registry.root, cfg)
-    uri = default_tracking_uri(cfg, registry.root)
+    uri = default_tracking_uri(cfg.mlflow, registry.root)
     assert uri == f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').absolute()}"  # beside the registry root
 
     first = registry.push(model_dir, name="sentinel", aliases=("champion",))

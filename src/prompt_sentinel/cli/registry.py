@@ -1,4 +1,8 @@
-"""``sentinel registry …``: push, list, show, alias, promote, rollback, download and gc model versions."""
+"""``sentinel registry …``: push, list, show, alias, promote, rollback, download, gc and sync-mlflow.
+
+Exit status: 0 success; 1 an error (nothing changed); 3 the registry changed but its MLflow mirror could not be
+updated (the message names the version; do not push again: `sentinel registry sync-mlflow` repairs the mirror).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import typer
 from prompt_sentinel import storage
 from prompt_sentinel.cli.common import ConfigOption, SetOption, resolve_config
 from prompt_sentinel.config import SentinelConfig
-from prompt_sentinel.errors import RegistryError
-from prompt_sentinel.registry import CANDIDATE, CHAMPION, ModelRegistry, parse_ref
+from prompt_sentinel.errors import RegistryError, SentinelError
+from prompt_sentinel.registry import CANDIDATE, CHAMPION, MIRROR_EXIT_CODE, ModelRegistry, parse_ref
+from prompt_sentinel.registry.versions import OK
 
 registry_app = typer.Typer(
     help="Versioned model registry (local directory or gs://bucket/prefix), mirrored into MLflow.",
@@ -51,11 +56,19 @@ def _console() -> Any:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-def _print_changes(changes: dict[str, int | None]) -> None:
+def _print_changes(changes: dict[str, int | None], registry: ModelRegistry | None = None) -> None:
     if not changes:
         typer.echo("aliases unchanged")
     for alias, version in sorted(changes.items()):
         typer.echo(f"  {alias} → {'(removed)' if version is None else f'v{version}'}")
+    if registry is not None and registry.last_mirror_error:
+        _mirror_failed(registry.last_mirror_error)
+
+
+def _mirror_failed(message: str) -> None:
+    """The registry change stands; its MLflow mirror does not: say so and exit with MIRROR_EXIT_CODE."""
+    typer.secho(f"error: MLflow mirror not updated: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(MIRROR_EXIT_CODE)
 
 
 @registry_app.command("push")
@@ -97,7 +110,7 @@ def push(
     if result.mlflow_version:
         typer.echo(f"MLflow: {result.name} version {result.mlflow_version}")
     if result.mlflow_error:
-        typer.secho(f"warning: not mirrored to MLflow: {result.mlflow_error}", fg=typer.colors.YELLOW, err=True)
+        _mirror_failed(result.mlflow_error)
 
 
 @registry_app.command("list")
@@ -116,27 +129,40 @@ def list_(
         table = Table(title=f"models in {registry.root}")
         table.add_column("model")
         table.add_column("versions", justify="right")
-        table.add_column("aliases")
+        table.add_column("aliases", overflow="fold")
         for model in registry.list_models():
-            versions = registry.list_versions(model)
-            aliases = registry.aliases(model)
-            table.add_row(model, str(len(versions)), ", ".join(f"{a}→v{v}" for a, v in sorted(aliases.items())))
+            try:  # one unreadable model must not hide the others
+                versions = registry.list_versions(model)
+                aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(registry.aliases(model).items()))
+            except SentinelError as exc:
+                table.add_row(model, "?", f"[red]error: {exc}[/red]")
+                continue
+            corrupt = sum(i.status != OK for i in versions)
+            table.add_row(model, f"{len(versions)}" + (f" ({corrupt} corrupt)" if corrupt else ""), aliases)
         console.print(table)
         return
     infos = registry.list_versions(name)
     metric_names = [m for m in registry.cfg.registry.headline_metrics if any(m in i.metrics for i in infos)]
+    corrupt = [i for i in infos if i.status != OK]
     table = Table(title=f"{name} in {registry.root}")
     for column in ("version", "created", "model", "aliases", *metric_names):
         table.add_column(column, justify="right" if column in metric_names else "left")
+    if corrupt:
+        table.add_column("status", overflow="fold")
     for info in infos:
+        status = [] if not corrupt else ["ok" if info.status == OK else f"[red]corrupt: {info.problem}[/red]"]
         table.add_row(
             f"v{info.version}",
             info.created_at[:19].replace("T", " "),
-            f"{info.family}/{info.model_type}",
+            f"{info.family}/{info.model_type}" if info.status == OK else "—",
             ", ".join(info.aliases),
             *(f"{info.metrics[m]:.4f}" if m in info.metrics else "—" for m in metric_names),
+            *status,
         )
     console.print(table)
+    if corrupt:
+        shown = ", ".join(f"v{i.version}" for i in corrupt)
+        typer.secho(f"warning: {len(corrupt)} corrupt version(s) of {name}: {shown}", fg=typer.colors.YELLOW, err=True)
 
 
 @registry_app.command("show")
@@ -171,7 +197,7 @@ def alias_set(
     """Point ALIAS at a version (nothing else moves; use `promote` for champion changes)."""
     registry, local_ref = _registry_for_ref(ref, root, config, overrides)
     name, version = registry.version_of(local_ref)
-    _print_changes(registry.set_alias(name, alias, version))
+    _print_changes(registry.set_alias(name, alias, version), registry)
 
 
 @alias_app.command("rm")
@@ -183,7 +209,8 @@ def alias_rm(
     overrides: SetOption = None,
 ) -> None:
     """Remove an alias."""
-    _print_changes(_registry(root, config, overrides).remove_alias(name, alias))
+    registry = _registry(root, config, overrides)
+    _print_changes(registry.remove_alias(name, alias), registry)
 
 
 @registry_app.command("promote")
@@ -199,7 +226,7 @@ def promote(
     """Promote a version to champion (or another alias), keeping the old one as 'previous'."""
     registry, local_ref = _registry_for_ref(ref, root, config, overrides)
     name, version = registry.version_of(local_ref)
-    _print_changes(registry.promote(name, version, alias=to))
+    _print_changes(registry.promote(name, version, alias=to), registry)
 
 
 @registry_app.command("rollback")
@@ -210,7 +237,8 @@ def rollback(
     overrides: SetOption = None,
 ) -> None:
     """Make 'previous' the champion again (the current champion becomes 'previous')."""
-    _print_changes(_registry(root, config, overrides).rollback(name))
+    registry = _registry(root, config, overrides)
+    _print_changes(registry.rollback(name), registry)
 
 
 @registry_app.command("download")
@@ -257,6 +285,30 @@ def gc(
             fg=typer.colors.YELLOW,
             err=True,
         )
+
+
+@registry_app.command("sync-mlflow")
+def sync_mlflow(
+    name: Annotated[str | None, typer.Argument(help="Model name; omit for every model.")] = None,
+    root: RootOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Repair the MLflow mirror: register every complete version MLflow lacks, copy the registry's aliases."""
+    registry = _registry(root, config, overrides)
+    report = registry.sync_mlflow(name)
+    for ref, mlflow_version in report.registered:
+        typer.echo(f"registered {ref} in MLflow as version {mlflow_version}")
+    for model, applied in sorted(report.aliases.items()):
+        for alias, mlflow_version in sorted(applied.items()):
+            shown = "(removed)" if mlflow_version is None else f"MLflow version {mlflow_version}"
+            typer.echo(f"  {model}@{alias} → {shown}")
+    if not report.in_sync:
+        for problem in report.problems:
+            typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(MIRROR_EXIT_CODE)
+    scope = name or "every model"
+    typer.echo(f"MLflow mirror of {scope} in {registry.root} is in sync")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,15 @@ Row numbers are what a user sees in the file:
 * JSONL: the line number (1-based, blank lines counted).
 * Parquet: the 1-based record index.
 
+Class ids are plain ASCII integers (``0``, ``2``; surrounding blanks are ignored) or configured label names:
+lookalikes such as ``1.0``, ``1e0``, ``-0``, ``+1``, Arabic-Indic ``١`` or full-width ``２`` are refused rather
+than guessed at. JSON and Parquet numbers with an integral value (``2``, ``2.0``) count as ids, because those
+formats store an integer column with gaps as floats. Values shown in messages are cut
+(:func:`prompt_sentinel.messages.clip`). A UTF-16/UTF-32 file is refused as such, naming the encoding.
+
+The CSV files this package writes are spreadsheet-safe (:mod:`prompt_sentinel.data.spreadsheet_safe`): a text
+that a spreadsheet would run as a formula gets a leading ``'``, which the readers here remove again.
+
 Two layers: :func:`read_table` parses a file into raw records and never raises for problems in the data (they
 come back as :class:`Finding` objects, so validation can report every one of them), and :func:`load_dataset`
 converts strictly, raising :class:`~prompt_sentinel.errors.DataError` on the first structural problem or
@@ -26,6 +35,8 @@ import csv
 import io
 import json
 import math
+import numbers
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -37,7 +48,10 @@ import pandas as pd
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import sha256_bytes
 from prompt_sentinel.config import LabelConfig, SentinelConfig
+from prompt_sentinel.data.encoding import encoding_problem
+from prompt_sentinel.data.spreadsheet_safe import escape_cell, unescape_cell
 from prompt_sentinel.errors import DataError, DataValidationError, SentinelError, StorageError
+from prompt_sentinel.messages import clip, clip_list
 from prompt_sentinel.text import dedup_key
 
 FindingSeverity = Literal["error", "warning"]
@@ -47,6 +61,9 @@ DataFormat = Literal["csv", "jsonl", "parquet"]
 CANONICAL_FIELDS = ("text", "label", "id", "source")
 OUTPUT_COLUMNS = ("id", "text", "label", "source", "row")
 REQUIRED_FIELDS = ("text", "label")
+# String columns of OUTPUT_COLUMNS: escaped for spreadsheets on writing, restored on reading.
+ESCAPED_COLUMNS = ("id", "text", "source")
+_PLAIN_CLASS_ID = re.compile(r"[0-9]+")  # ASCII digits only: \d would also match "١" or "２"
 
 FORMAT_BY_SUFFIX: dict[str, DataFormat] = {
     ".csv": "csv",
@@ -129,7 +146,7 @@ def detect_format(uri: str) -> DataFormat:
     fmt = FORMAT_BY_SUFFIX.get(suffix)
     if fmt is None:
         allowed = ", ".join(sorted(FORMAT_BY_SUFFIX))
-        shown = f"'{suffix}'" if suffix else "no extension"
+        shown = clip(suffix, 20) if suffix else "no extension"
         raise DataError(f"{uri}: unknown data format ({shown}); expected a file ending in one of {allowed}")
     return fmt
 
@@ -160,11 +177,11 @@ def _structural(uri: str, check: str, message: str, **where: Any) -> Finding:
 
 
 def _missing_columns_finding(uri: str, missing: list[str], header: list[str]) -> Finding:
-    names = ", ".join(f"'{m}'" for m in missing)
+    names = ", ".join(clip(m) for m in missing)
     return _structural(
         uri,
         MISSING_COLUMN,
-        f"required column(s) {names} not found; the file has columns {header} "
+        f"required column(s) {names} not found; the file has columns {clip_list(header)} "
         "(set data.text_column / data.label_column to use other names)",
         field=missing[0],
     )
@@ -182,6 +199,7 @@ def _read_csv(table: RawTable, text: str, cfg: SentinelConfig) -> None:
     mapping: dict[str, str] = {}
     index: dict[str, int] = {}
     row = 1
+    ours = False  # a file this package wrote: its string cells carry the spreadsheet escape
     try:
         for fields in reader:
             start_line, prev_line = prev_line + 1, reader.line_num
@@ -207,6 +225,7 @@ def _read_csv(table: RawTable, text: str, cfg: SentinelConfig) -> None:
                         return
                     index[canonical] = header.index(name)
                 table.columns = mapping
+                ours = header == list(OUTPUT_COLUMNS)
                 continue
             row += 1
             if len(fields) != len(header):
@@ -222,6 +241,8 @@ def _read_csv(table: RawTable, text: str, cfg: SentinelConfig) -> None:
                 continue
             # CSV cannot tell an empty field from a missing value; like pandas, an empty field is missing.
             values = {c: (fields[i] if fields[i] != "" else None) for c, i in index.items()}
+            if ours:
+                values = {c: unescape_cell(v) if v and c in ESCAPED_COLUMNS else v for c, v in values.items()}
             table.records.append(RawRecord(row=row, line=start_line, values=values))
     except csv.Error as exc:
         message = f"malformed CSV in the record starting at line {prev_line + 1} ({exc})"
@@ -255,7 +276,7 @@ def _read_jsonl(table: RawTable, text: str, cfg: SentinelConfig) -> None:
                 _structural(
                     uri,
                     MISSING_COLUMN,
-                    f"required key(s) {missing} not found in this object (keys: {list(obj)})",
+                    f"required key(s) {clip_list(missing)} not found in this object (keys: {clip_list(list(obj))})",
                     row=line_no,
                     field=missing[0],
                 )
@@ -316,6 +337,10 @@ def read_table(uri: str, cfg: SentinelConfig) -> RawTable:
     if table.format == "parquet":
         _read_parquet(table, data, cfg)
         return table
+    problem = encoding_problem(data)
+    if problem:
+        table.findings.append(_structural(uri, UNREADABLE, problem))
+        return table
     if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM written by spreadsheet tools
         data = data[3:]
     text = data.decode("utf-8", errors="surrogateescape")
@@ -348,7 +373,9 @@ def repair_unicode(value: str) -> str:
 def parse_label(value: Any, cfg: SentinelConfig) -> int:
     """Class id for a raw label: a label name (exact, then case-insensitive) or an integer id in range.
 
-    Raises ``ValueError`` with a message naming the value and the allowed ones.
+    A string id must be plain ASCII digits (``"2"``, blanks around it ignored); a number must be an integer or
+    an integral float (JSON/Parquet). Raises ``ValueError`` with a message naming the value (cut when long)
+    and the allowed ones.
     """
     names = cfg.labels.names
     allowed = f"allowed: names {names} or ids 0..{len(names) - 1}"
@@ -366,25 +393,27 @@ def parse_label(value: Any, cfg: SentinelConfig) -> int:
         folded = [i for n, i in label2id.items() if n.casefold() == raw.casefold()]
         if len(folded) == 1:
             return folded[0]
-        try:
-            number: Any = int(raw)
-        except ValueError:
-            try:
-                number = float(raw)
-            except ValueError:
-                raise ValueError(f"unknown label {value!r}; {allowed}") from None
+        if not _PLAIN_CLASS_ID.fullmatch(raw):
+            if any(ch.isnumeric() for ch in raw):
+                raise ValueError(
+                    f"label {clip(value)} is not an integer class id: ids are plain ASCII integers "
+                    f"(digits 0-9 only: no sign, decimal point, exponent or other scripts' digits); {allowed}"
+                )
+            raise ValueError(f"unknown label {clip(value)}; {allowed}")
+        # compared as text first: int() of thousands of digits is slow and refused by Python itself
+        if len(raw.lstrip("0")) > len(str(len(names))) or int(raw) >= len(names):
+            raise ValueError(f"label {clip(value)} is outside the configured classes; {allowed}")
+        return int(raw)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"label {clip(value)} is not an integer class id; {allowed}")
+        number = int(value)
+    elif isinstance(value, numbers.Integral):  # int and numpy integers
+        number = int(value)
     else:
-        number = value
-    if isinstance(number, float):
-        if not number.is_integer():
-            raise ValueError(f"label {value!r} is not an integer class id; {allowed}")
-        number = int(number)
-    try:
-        number = int(number)  # numpy integers
-    except (TypeError, ValueError):
-        raise ValueError(f"label {value!r} has type {type(value).__name__}; {allowed}") from None
+        raise ValueError(f"label {clip(value)} has type {type(value).__name__}; {allowed}")
     if not 0 <= number < len(names):
-        raise ValueError(f"label {value!r} is outside the configured classes; {allowed}")
+        raise ValueError(f"label {clip(value)} is outside the configured classes; {allowed}")
     return number
 
 
@@ -403,7 +432,8 @@ def check_labelled_frame(df: Any, labels: LabelConfig, where: str, error: type[S
     if len(bad):
         raise error(
             f"{where}: column 'label' must hold class ids 0..{n - 1} {labels.names}; "
-            f"found {df.loc[bad[0], 'label']} at index {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            f"found {clip(df.loc[bad[0], 'label'])} at index {clip(bad[0])}"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
         )
     if not df["text"].map(lambda t: isinstance(t, str)).all():
         raise error(f"{where}: column 'text' must hold strings only")
@@ -498,7 +528,11 @@ def records_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def frame_to_csv_bytes(df: pd.DataFrame) -> bytes:
-    """Serialize a canonical DataFrame as UTF-8 CSV with the columns ``id,text,label,source,row``."""
+    """Serialize a canonical DataFrame as UTF-8 CSV with the columns ``id,text,label,source,row``.
+
+    Spreadsheet-safe: ``id``, ``text`` and ``source`` cells that a spreadsheet would run as a formula get a
+    leading ``'`` (:mod:`prompt_sentinel.data.spreadsheet_safe`); :func:`read_data_csv` restores them.
+    """
     missing = [c for c in ("text", "label") if c not in df.columns]
     if missing:
         raise DataError(f"cannot write data without column(s) {missing}; got {list(df.columns)}")
@@ -507,18 +541,26 @@ def frame_to_csv_bytes(df: pd.DataFrame) -> bytes:
     out["source"] = out["source"].fillna("").astype(str)
     out["row"] = out["row"].fillna(0).astype("int64")
     out["label"] = out["label"].astype("int64")
-    return out.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    for column in ESCAPED_COLUMNS:
+        out[column] = out[column].map(lambda v: escape_cell(v) if isinstance(v, str) else v)
+    # Every string quoted: with "\n" as the line terminator the csv module would leave a bare "\r" in a text
+    # unquoted, and every reader then splits the record there.
+    return out.to_csv(index=False, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
 
 
 def read_data_csv(uri: str) -> pd.DataFrame:
     """Read a data CSV written by this package (cleaned data or a split) back into the canonical DataFrame.
 
-    The file is trusted to hold integer labels; texts such as ``NA`` or ``null`` stay strings.
+    The file is trusted to hold integer labels; texts such as ``NA`` or ``null`` stay strings. The spreadsheet
+    escape :func:`frame_to_csv_bytes` adds is removed, so every text reads back exactly as it was.
     """
     try:
         data = storage.read_bytes(str(uri))
     except StorageError as exc:
         raise DataError(str(exc)) from exc
+    problem = encoding_problem(data)
+    if problem:
+        raise DataError(f"{uri}: {problem}")
     try:
         frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -530,6 +572,9 @@ def read_data_csv(uri: str) -> pd.DataFrame:
         labels = frame["label"].astype("int64")
     except ValueError as exc:
         raise DataError(f"{uri}: column 'label' must hold integer class ids ({exc})") from exc
+    for column in ESCAPED_COLUMNS:
+        if column in frame:
+            frame[column] = frame[column].map(unescape_cell)
     rows = pd.DataFrame(
         {
             "text": frame["text"],

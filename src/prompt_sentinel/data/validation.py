@@ -47,6 +47,7 @@ from prompt_sentinel.data.loading import (
     write_output_files,
 )
 from prompt_sentinel.errors import DataValidationError
+from prompt_sentinel.messages import clip
 from prompt_sentinel.run_layout import (
     CLEANED_DATA,
     VALIDATION_REPORT_HTML,
@@ -262,7 +263,7 @@ def _check_record(ck: _Checker, rec: RawRecord) -> _Row | None:
         ck.report("null_text", "text is missing (null or empty field)", rec, "text")
         return None
     if not isinstance(text, str):
-        ck.add("error", INVALID_TYPE, f"text must be a string, got {type(text).__name__} {text!r}", rec, "text")
+        ck.add("error", INVALID_TYPE, f"text must be a string, got {type(text).__name__} {clip(text)}", rec, "text")
         return None
     drop = False
     for fld in _ROW_FIELDS:

@@ -2,9 +2,11 @@
 mirrored into the MLflow Model Registry.
 
 Other areas call :func:`resolve_model_ref` (serving, evaluation, deployment) and :func:`push_model`
-(the pipeline's push stage); the ``sentinel registry`` CLI wraps :class:`ModelRegistry`.
+(the pipeline's push stage); the ``sentinel registry`` CLI wraps :class:`ModelRegistry`. The module layout is
+described in :mod:`prompt_sentinel.registry.registry`.
 """
 
+from prompt_sentinel.registry.mirror import MIRROR_EXIT_CODE, MirrorReport
 from prompt_sentinel.registry.registry import (
     CANDIDATE,
     CHAMPION,
@@ -22,8 +24,10 @@ from prompt_sentinel.registry.registry import (
 __all__ = [
     "CANDIDATE",
     "CHAMPION",
+    "MIRROR_EXIT_CODE",
     "PREVIOUS",
     "GcReport",
+    "MirrorReport",
     "ModelRef",
     "ModelRegistry",
     "PushResult",

@@ -6,7 +6,9 @@ The registry needs only a handful of primitives, each with a precise concurrency
   allocate version numbers and to write the ``_COMPLETE`` marker.
 * :meth:`Backend.read_versioned` / :meth:`Backend.write_if` — compare-and-swap on one small object
   (``aliases.json``): the write succeeds only if the object is still at the generation that was read.
-* plain reads, writes, listing and prefix deletion.
+* plain reads, writes, listing and prefix deletion;
+* :meth:`Backend.file_tokens` — a cheap fingerprint of every stored object (local: size, mtime, ctime and inode;
+  GCS: the object generation, which changes on every overwrite), so an unchanged object need not be hashed again.
 
 Keys are ``/``-separated paths relative to the registry root. Locally a *generation* is the sha256 of the
 file's content (comparing content is enough: a CAS computed from identical bytes is still correct); on GCS
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prompt_sentinel import storage
+from prompt_sentinel import checksums, storage
 from prompt_sentinel.errors import RegistryError, StorageError
 
 if TYPE_CHECKING:
@@ -97,6 +99,17 @@ class Backend(ABC):
     @abstractmethod
     def check_writable(self) -> None:
         """Raise :class:`RegistryError` when the root cannot be written (before anything is changed)."""
+
+    @abstractmethod
+    def file_tokens(self, prefix: str) -> dict[str, str]:
+        """``{key: token}`` for every object under ``prefix``; the token changes whenever the object is rewritten."""
+
+    def sha256(self, key: str) -> str:
+        """sha256 of the stored object (downloaded to a temp file; local backends hash in place)."""
+        with tempfile.TemporaryDirectory(prefix="sentinel-hash-") as tmp:
+            local = Path(tmp) / "object"
+            self.download_file(key, local)
+            return checksums.sha256_file(local)
 
 
 def _content_generation(data: bytes) -> str:
@@ -294,6 +307,25 @@ class LocalBackend(Backend):
                 raise self._oserror("delete", path.relative_to(self._root).as_posix(), exc) from exc
         return removed
 
+    def file_tokens(self, prefix: str) -> dict[str, str]:
+        tokens = {}
+        for key in self.list_keys(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:
+                continue
+            # ctime cannot be set back by a writer (unlike mtime), so a rewrite always changes the token
+            tokens[key] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+        return tokens
+
+    def sha256(self, key: str) -> str:
+        try:
+            return checksums.sha256_file(self._path(key))
+        except FileNotFoundError:
+            raise RegistryError(f"{self.uri(key)}: missing from the registry") from None
+        except OSError as exc:
+            raise self._oserror("read", key, exc) from exc
+
     def check_writable(self) -> None:
         root = self._root
         if root.exists() and not root.is_dir():
@@ -465,6 +497,18 @@ class GCSBackend(Backend):
             return None
         updated = blob.updated or blob.time_created
         return None if updated is None else max(0.0, time.time() - updated.timestamp())
+
+    def file_tokens(self, prefix: str) -> dict[str, str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            blobs = list(self._list(prefix))
+        except Exception as exc:
+            raise self._error("list", prefix, exc) from exc
+        return {
+            b.name[strip:]: f"{b.generation}:{b.size}"
+            for b in blobs
+            if not b.name.endswith(_LOCK_SUFFIX) and not b.name.endswith("/")
+        }
 
     def check_writable(self) -> None:
         from google.api_core import exceptions as gexc

@@ -5,22 +5,31 @@ MLflow model version per registry version (tagged ``sentinel.version`` and ``sen
 numberings never have to agree) and the same aliases, so teams can load ``models:/<name>@champion`` with
 ``mlflow.pyfunc.load_model``. The model is logged as *models-from-code* with explicit ``pip_requirements``
 (inference would be slow here and can be wrong) and the artifact directory as its ``model_dir`` artifact.
+
+This module is the MLflow side only; :mod:`prompt_sentinel.registry.mirror` decides what to mirror when. Every
+MLflow call here can run under :func:`store_lock` and :func:`retrying`: for a local SQLite store the lock (a file
+beside the database) serializes the processes that mirror into it, because MLflow creates and migrates the
+schema of a new store on first use, and several processes doing that at once broke each other's migrations
+("duplicate column name: step", "table experiments already exists"), sometimes leaving a store nobody can open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prompt_sentinel import storage
-from prompt_sentinel.config import SentinelConfig
+from prompt_sentinel.config import MlflowConfig
 from prompt_sentinel.registry.model_card import headline_metrics
 
 log = logging.getLogger(__name__)
@@ -35,20 +44,67 @@ _FAMILY_REQUIREMENTS = {
 }
 _FAMILY_REQUIREMENTS["ensemble"] = tuple(dict.fromkeys(r for reqs in _FAMILY_REQUIREMENTS.values() for r in reqs))
 _COMMON_REQUIREMENTS = ("prompt-sentinel", "mlflow", "numpy", "pandas", "pydantic", "pyyaml")
+LOCAL_DB_NAME = "mlflow.db"
+LOCAL_ARTIFACTS_DIR = "mlartifacts"
+_SQLITE_PREFIX = "sqlite:///"
+_LOCK_SUFFIX = ".lock"
+ATTEMPTS = 3  # tries of one mirroring step: a locked, busy or briefly unreachable store usually recovers
+_BACKOFF_S = 0.5
+T = TypeVar("T")
 
 
-def default_tracking_uri(cfg: SentinelConfig, registry_root: str) -> str | None:
-    """``cfg.mlflow.tracking_uri``, else ``sqlite:///<parent of a local registry root>/mlflow.db``.
+def default_tracking_uri(mlflow: MlflowConfig, registry_root: str) -> str | None:
+    """``mlflow.tracking_uri``, else ``sqlite:///<parent of a local registry root>/mlflow.db``.
 
     A gs:// registry without a configured tracking server returns None: MLflow mirroring is skipped (there
     is no sensible local database for a shared bucket).
     """
-    if cfg.mlflow.tracking_uri:
-        return cfg.mlflow.tracking_uri
+    if mlflow.tracking_uri:
+        return mlflow.tracking_uri
     if storage.is_gcs(registry_root):
         return None
-    db = Path(registry_root).expanduser().absolute().parent / "mlflow.db"
-    return f"sqlite:///{db}"
+    db = Path(registry_root).expanduser().absolute().parent / LOCAL_DB_NAME
+    return f"{_SQLITE_PREFIX}{db}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for servers and other databases)."""
+    return Path(tracking_uri[len(_SQLITE_PREFIX) :]) if tracking_uri.startswith(_SQLITE_PREFIX) else None
+
+
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a local SQLite store (``mlflow.db.lock``); a no-op for other stores.
+
+    Every process that mirrors into the same SQLite file takes it, so the first one creates the schema alone
+    and the others find it complete. SQLite serializes writers anyway, so nothing is lost in throughput.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.with_name(db.name + _LOCK_SUFFIX), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def retrying(action: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
+    """``action()``, tried up to ``attempts`` times with exponential backoff; the last error propagates."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            delay = _BACKOFF_S * 2 ** (attempt - 1)
+            log.warning("%s failed (attempt %d of %d, retrying in %.1fs): %s", what, attempt, attempts, delay, exc)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def pip_requirements(family: str) -> list[str]:
@@ -79,21 +135,22 @@ def _tracking(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
-def _experiment_id(cfg: SentinelConfig, tracking_uri: str) -> str:
+def _experiment_id(name: str, tracking_uri: str) -> str:
     import mlflow
 
-    experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
-    if tracking_uri.startswith("sqlite:///"):
+    db = sqlite_path(tracking_uri)
+    if db is not None:
         # keep artifacts beside the database instead of ./mlruns in whatever the working directory is
-        artifact_location = (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+        artifact_location = (db.parent / LOCAL_ARTIFACTS_DIR).as_uri()
     try:
-        return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifact_location)
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
     except Exception:
-        # created concurrently by another process
-        experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+        # created concurrently by another process (one using a tracking server: SQLite stores are locked)
+        experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
@@ -114,16 +171,18 @@ def _tag_value(value: Any) -> str:
 def register_version(
     local_dir: Path,
     metadata: Mapping[str, Any],
-    cfg: SentinelConfig,
     tracking_uri: str,
+    experiment: str,
+    metric_names: Sequence[str],
 ) -> str:
-    """Log ``local_dir`` as a pyfunc model and register it under ``metadata['name']``; returns the MLflow
-    model version (a string, as MLflow reports it)."""
+    """Log ``local_dir`` as a pyfunc model in ``experiment`` and register it under ``metadata['name']``,
+    tagged with the headline metrics in ``metric_names``; returns the MLflow model version (a string, as MLflow
+    reports it). No lock and no retry: callers wrap it (:func:`store_lock`, :func:`retrying`)."""
     import mlflow
 
     name = str(metadata["name"])
     version = int(metadata["version"])
-    metrics = headline_metrics(metadata.get("metrics"), cfg.registry.headline_metrics)
+    metrics = headline_metrics(metadata.get("metrics"), metric_names)
     tags = {
         TAG_VERSION: str(version),
         TAG_URI: str(metadata.get("uri", "")),
@@ -134,7 +193,7 @@ def register_version(
         **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
     }
     with _tracking(tracking_uri):
-        experiment_id = _experiment_id(cfg, tracking_uri)
+        experiment_id = _experiment_id(experiment, tracking_uri)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"register-{name}-v{version}") as run:
             mlflow.set_tags({k: _tag_value(v) for k, v in tags.items()})
             if metrics:
@@ -158,43 +217,74 @@ def register_version(
         return str(model_version.version)
 
 
-def find_mlflow_version(client: Any, name: str, version: int) -> str | None:
-    """The MLflow model version carrying ``sentinel.version == version``, if any."""
+def mlflow_versions(client: Any, name: str, root: str | None = None) -> dict[int, str]:
+    """Registry version → MLflow model version, for MLflow versions tagged with ``sentinel.version``.
+
+    With ``root``, versions mirrored from another registry root (a shared tracking server) are left out. When
+    one registry version was registered twice (a retried registration), the first MLflow version counts.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name='{name}'")
+        found = client.search_model_versions(f"name='{name}'")
     except MlflowException:
-        return None
-    for mv in versions:
-        if (mv.tags or {}).get(TAG_VERSION) == str(version):
-            return str(mv.version)
-    return None
+        return {}
+    mapping: dict[int, str] = {}
+    for mv in sorted(found, key=lambda mv: int(mv.version)):
+        tags = mv.tags or {}
+        if root is not None and tags.get(TAG_ROOT) not in (None, "", root):
+            continue
+        tag = tags.get(TAG_VERSION, "")
+        if tag.isdigit():
+            mapping.setdefault(int(tag), str(mv.version))
+    return mapping
 
 
-def sync_aliases(name: str, aliases: Mapping[str, int | None], tracking_uri: str) -> dict[str, str | None]:
-    """Set (version) or delete (None) each alias on MLflow's copy of ``name``; returns alias → MLflow version.
+def find_mlflow_version(client: Any, name: str, version: int, root: str | None = None) -> str | None:
+    """The MLflow model version carrying ``sentinel.version == version``, if any."""
+    return mlflow_versions(client, name, root).get(int(version))
 
-    A registry version that was never mirrored (e.g. pushed while MLflow was unreachable) is reported with
-    a warning and left out, instead of pointing the MLflow alias at the wrong model.
-    """
+
+def client_for(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@dataclass
+class AliasSync:
+    """What :func:`sync_alias_state` did: aliases set or removed (alias → MLflow version, None = removed) and
+    registry aliases it could not mirror because their version is not in MLflow (alias → registry version)."""
+
+    applied: dict[str, str | None] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+
+
+def sync_alias_state(client: Any, name: str, wanted: Mapping[str, int], root: str | None = None) -> AliasSync:
+    """Make MLflow's aliases of ``name`` exactly the registry's ``wanted`` (alias → registry version).
+
+    An alias whose registry version is not in MLflow is reported in ``missing`` and removed from MLflow, so
+    MLflow never serves, under that alias, a model the registry no longer names by it. Aliases that only MLflow
+    has are removed too: the registry is the source of truth.
+    """
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    applied: dict[str, str | None] = {}
-    for alias, version in aliases.items():
-        if version is None:
-            with contextlib.suppress(MlflowException):  # not set there: nothing to remove
-                client.delete_registered_model_alias(name, alias)
-            applied[alias] = None
+    try:
+        existing = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        existing = {}  # no version was ever mirrored
+    by_version = mlflow_versions(client, name, root) if wanted else {}
+    sync = AliasSync()
+    for alias, version in sorted(wanted.items()):
+        target = by_version.get(int(version))
+        if target is None:
+            sync.missing[alias] = int(version)
             continue
-        mlflow_version = find_mlflow_version(client, name, version)
-        if mlflow_version is None:
-            log.warning(
-                "MLflow has no version of %s tagged %s=%s; alias %r not mirrored", name, TAG_VERSION, version, alias
-            )
-            continue
-        client.set_registered_model_alias(name, alias, mlflow_version)
-        applied[alias] = mlflow_version
-    return applied
+        if existing.get(alias) != target:
+            client.set_registered_model_alias(name, alias, target)
+            sync.applied[alias] = target
+    for alias in sorted(set(existing) - (set(wanted) - set(sync.missing))):
+        with contextlib.suppress(MlflowException):  # removed concurrently: nothing to remove
+            client.delete_registered_model_alias(name, alias)
+        sync.applied[alias] = None
+    return sync
