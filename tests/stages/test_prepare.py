@@ -13,7 +13,7 @@ from prompt_sentinel.data.split import read_split
 from prompt_sentinel.errors import DataValidationError
 from prompt_sentinel.run_layout import SPLIT_NAMES, SPLIT_REPORT
 from prompt_sentinel.stages import prepare
-from tests.data.test_data_split import assert_groups_within_one_split, make_frame, write_csv
+from tests.data.test_split import assert_groups_within_one_split, make_frame, write_csv
 
 
 @pytest.fixture

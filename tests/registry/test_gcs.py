@@ -23,7 +23,7 @@ from prompt_sentinel.errors import RegistryError
 from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.registry import ModelRegistry, resolve_model_ref
 
-from .test_registry_local import make_cfg, make_model_dir
+from .test_local import make_cfg, make_model_dir
 
 Hook = Callable[[str, str, "Call", dict[str, Any]], requests.Response | None]
 

@@ -17,7 +17,7 @@ from prompt_sentinel.config import SentinelConfig
 from prompt_sentinel.errors import ChecksumError, RegistryError
 from prompt_sentinel.registry import ModelRegistry, resolve_model_ref
 
-from .test_registry_local import make_cfg, make_model_dir
+from .test_local import make_cfg, make_model_dir
 
 
 @pytest.fixture(scope="module")

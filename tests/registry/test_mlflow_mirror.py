@@ -19,7 +19,7 @@ from prompt_sentinel.config import SentinelConfig
 from prompt_sentinel.registry import ModelRegistry
 from prompt_sentinel.registry.mlflow_sync import TAG_VERSION, default_tracking_uri
 
-from .test_registry_local import make_cfg, make_model_dir
+from .test_local import make_cfg, make_model_dir
 
 
 def run_cli(cfg: SentinelConfig, *args: str) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from prompt_sentinel.registry import ModelRegistry
 from prompt_sentinel.registry.mlflow_sync import TAG_URI, TAG_VERSION, _tracking, default_tracking_uri
 
-from .test_registry_local import make_cfg, make_model_dir
+from .test_local import make_cfg, make_model_dir
 
 
 @pytest.mark.slow
