@@ -1,7 +1,7 @@
 """Model registry on GCS: real google-cloud-storage calls against gcp-storage-emulator on loopback.
 
 The emulator accepts ``ifGenerationMatch`` but does not enforce it, so the lost-update guarantees are proven
-on the local backend (test_registry_local.py, parallel processes). Here the GCS code path is checked at the
+on the local backend (test_local.py, parallel processes). Here the GCS code path is checked at the
 HTTP level instead: a recording ``requests`` session shows the preconditions on the wire, and injected 412 /
 503 responses (what real GCS returns on a lost race or a transient fault) show the retry behaviour.
 """
