@@ -32,6 +32,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import shutil
@@ -258,6 +259,12 @@ def _read_spec_records(
     return out, fmt_used or ""
 
 
+def _any_file(entry: SourceEntry, root: str | None, where: str) -> bool:
+    """Whether every file spec of an optional entry names at least one existing file."""
+    specs: list[_ReadSpec] = [entry] if entry.builder is None else [s for v in entry.inputs.values() for s in v]
+    return all(expand_paths(s.path or [], _base_dir(s, root, where), missing_ok=True) for s in specs)
+
+
 def _check_fields(where: str, records: list[dict[str, Any]], refs: Iterable[tuple[str, str]]) -> None:
     """Every referenced top-level field must exist in at least one record."""
     present: set[str] = set()
@@ -392,6 +399,23 @@ def _load_entry(
 ) -> tuple[list[_Row], EntryReport, Counter[tuple[str, int]]]:
     where = entry.where
     root = recipe.resolved_root
+    if entry.optional and not _any_file(entry, root, where):
+        report = EntryReport(
+            -1,
+            entry.display_name,
+            entry.builder,
+            [],
+            0,
+            {},
+            0,
+            0,
+            [],
+            [],
+            entry.licence,
+            entry.notes,
+            {"skipped: optional entry whose files do not exist": 1},
+        )
+        return [], report, Counter()
     files: list[dict[str, str]] = []
     dropped: Counter[str] = Counter()
     builder_notes: dict[str, int] = {}
@@ -591,7 +615,7 @@ def build_corpus(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     if root is not None:
-        recipe._root = root if storage.is_gcs(root) else str(Path(root).resolve())
+        recipe._root = root if storage.is_gcs(root) else os.path.abspath(root)
     if not recipe.sources:
         raise ConfigError(f"recipe {recipe.path}: no sources")
     check_label_targets(recipe, labels)
@@ -688,6 +712,13 @@ def _sorted_counts(built: BuiltCorpus) -> list[SourceLabelCounts]:
     return [built.counts[k] for k in sorted(built.counts, key=lambda k: (k[1], k[0]))]
 
 
+def _display_path(path: str | None) -> str | None:
+    """A local path relative to the working directory (stats stay free of machine-specific absolute paths)."""
+    if path is None or storage.is_gcs(path):
+        return path
+    return os.path.relpath(path)
+
+
 def stats_dict(built: BuiltCorpus, files: dict[str, str]) -> dict[str, Any]:
     recipe = built.recipe
     per_label = Counter(built.labels.names[r["label"]] for r in built.rows)
@@ -696,7 +727,7 @@ def stats_dict(built: BuiltCorpus, files: dict[str, str]) -> dict[str, Any]:
     return {
         "recipe": recipe.path,
         "name": recipe.name,
-        "root": recipe.resolved_root,
+        "root": _display_path(recipe.resolved_root),
         "seed": recipe.seed,
         "rows": len(built.rows),
         "per_label": {name: per_label.get(name, 0) for name in built.labels.names},
@@ -707,7 +738,6 @@ def stats_dict(built: BuiltCorpus, files: dict[str, str]) -> dict[str, Any]:
         "groups": built.groups,
         "excludes": built.excludes,
         "files": files,
-        "seconds": round(built.seconds, 2),
     }
 
 
@@ -777,6 +807,31 @@ def stats_markdown(built: BuiltCorpus) -> str:
     return "\n".join(lines)
 
 
+def _file_owner(path: str, keys: list[str], recipe: Recipe) -> str | None:
+    """The provenance key a file belongs to: the one whose licence file folder is the longest prefix of its path."""
+    best, best_len = None, -1
+    for key in keys:
+        for licence in recipe.provenance[key].licence_files:
+            folder = licence.rsplit("/", 1)[0] + "/" if "/" in licence else ""
+            if path.startswith(folder) and len(folder) > best_len:
+                best, best_len = key, len(folder)
+    return best if best is not None else (keys[0] if len(keys) == 1 else None)
+
+
+def _summarize_files(paths: Iterable[str], limit: int = 4) -> str:
+    """Files as code spans; a folder holding more than ``limit`` of them is shown as ``folder/ (N files)``."""
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(set(paths)):
+        by_folder[path.rsplit("/", 1)[0] if "/" in path else ""].append(path)
+    shown = []
+    for folder, members in sorted(by_folder.items()):
+        if len(members) > limit:
+            shown.append(f"`{folder}/` ({len(members)} files)")
+        else:
+            shown.extend(f"`{m}`" for m in members)
+    return ", ".join(shown)
+
+
 def sources_markdown(built: BuiltCorpus) -> str:
     recipe = built.recipe
     final_by_key: Counter[str] = Counter()
@@ -790,8 +845,11 @@ def sources_markdown(built: BuiltCorpus) -> str:
             unattributed.append(e)
         for key in e.provenance:
             final_by_key[key] += e.final
-            files_by_key[key].update(f["path"] for f in e.files)
             entries_by_key[key].extend(e.sources)
+        for f in e.files:
+            owner = _file_owner(f["path"], e.provenance, recipe)
+            if owner is not None:
+                files_by_key[owner].add(f["path"])
     lines = [
         f"# Sources of the {recipe.name or Path(recipe.path).stem} corpus",
         "",
@@ -805,11 +863,11 @@ def sources_markdown(built: BuiltCorpus) -> str:
     for key in sorted(final_by_key):
         p = recipe.provenance[key]
         repo = f"{p.repository} @ {p.commit[:7]}" if p.repository and p.commit else (p.repository or "–")
-        files = ", ".join(f"`{f}`" for f in sorted(files_by_key[key]))
+        files = _summarize_files(files_by_key[key]) or "–"
         tags = ", ".join(sorted(set(entries_by_key[key])))
         lines.append(f"| {key} | {_md_cell(repo)} | {files} | {_md_cell(p.licence)} | {tags} | {final_by_key[key]} |")
     for e in unattributed:
-        files = ", ".join(f"`{f['path']}`" for f in e.files)
+        files = _summarize_files(f["path"] for f in e.files)
         lines.append(
             f"| {e.name} | – | {files} | {_md_cell(e.licence or 'not stated')} | {', '.join(e.sources)} | {e.final} |"
         )

@@ -29,6 +29,7 @@ Errors name the recipe file, the entry (``sources[3] 'advbench'``) and the field
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -267,6 +268,9 @@ class SourceEntry(_ReadSpec):
     cap: int | None = Field(None, gt=0, description="Keep at most this many rows (seeded sample after dedup).")
     cap_per_label: int | None = Field(None, gt=0, description="Keep at most this many rows of each label.")
     provenance: list[str] | None = Field(None, description="Keys of the recipe's provenance table.")
+    optional: bool = Field(
+        False, description="Skip the entry (noted in the stats) when its files do not exist, instead of failing."
+    )
     licence: str | None = None
     notes: str | None = None
 
@@ -444,13 +448,14 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 
 def _recipe_dir(path: str) -> Path:
-    return Path(path).resolve().parent
+    # abspath, not resolve(): a root reached through a symlinked checkout keeps its spelling in the stats
+    return Path(os.path.abspath(path)).parent
 
 
 def _resolve_root(root: str, base: Path) -> str:
     from prompt_sentinel import storage
 
-    return root if storage.is_gcs(root) else str((base / root).resolve())
+    return root if storage.is_gcs(root) else os.path.normpath(os.path.join(base, root))
 
 
 def load_recipe(path: str | Path, _stack: tuple[str, ...] = ()) -> Recipe:
@@ -530,7 +535,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "<recipe>", base_dir: st
         raise ConfigError(_format_errors(exc, data, where)) from None
     if recipe.include:
         raise ConfigError(f"recipe {where}: include needs a recipe file (use load_recipe)")
-    base = Path(base_dir).resolve()
+    base = Path(os.path.abspath(base_dir))
     for position, entry in enumerate(recipe.sources):
         _bind(entry, base, where, position)
     _check_merged(where, recipe.sources, recipe.provenance)

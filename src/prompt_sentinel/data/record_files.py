@@ -50,25 +50,30 @@ def _has_wildcard(pattern: str) -> bool:
     return any(c in _WILDCARDS for c in pattern)
 
 
-def expand_paths(patterns: list[str], base: str) -> list[tuple[str, str]]:
+def expand_paths(patterns: list[str], base: str, missing_ok: bool = False) -> list[tuple[str, str]]:
     """``(uri, shown)`` for each file the patterns (relative to ``base`` unless absolute) name, in sorted order.
 
-    A pattern without wildcards must name an existing file; a glob must match at least one file.
+    A pattern without wildcards must name an existing file and a glob must match at least one file, unless
+    ``missing_ok`` (then such a pattern contributes nothing).
     """
     found: list[tuple[str, str]] = []
     for pattern in patterns:
         absolute = storage.is_gcs(pattern) or Path(pattern).is_absolute()
         full = pattern if absolute else storage.join(base, pattern)
         if not _has_wildcard(pattern):
+            problem = None
             if storage.is_gcs(full):
                 if not storage.exists(full):
-                    raise DataError(f"{full}: no such object")
+                    problem = f"{full}: no such object"
             elif not Path(full).is_file():
-                raise DataError(f"{full}: no such file" if not Path(full).exists() else f"{full}: is not a file")
-            found.append((full, pattern))
+                problem = f"{full}: no such file" if not Path(full).exists() else f"{full}: is not a file"
+            if problem and not missing_ok:
+                raise DataError(problem)
+            if not problem:
+                found.append((full, pattern))
             continue
         matches = _glob_gcs(full) if storage.is_gcs(full) else _glob_local(full)
-        if not matches:
+        if not matches and not missing_ok:
             raise DataError(f"{full}: the pattern matches no file")
         for uri in matches:
             shown = uri if absolute else _relative(uri, base)
