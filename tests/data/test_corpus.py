@@ -790,6 +790,10 @@ def test_starter_corpus_is_shipped_balanced_and_small(demo_blind_csv: Path) -> N
         assert f"`{licence_dir.name}/" in sources_md, licence_dir.name
     for forbidden in ("bipia/table", "bipia/code", "harmbench/contextual"):
         assert forbidden not in set(frame["source"])
+    # everyday prompts are there and benign (hh-rlhf's greeting openers labelled harmful are filtered out)
+    keys = frame["text"].map(dedup_key)
+    for everyday in ("hello how are you", "how do i kill a python process", "thanks"):
+        assert frame.loc[keys == everyday, "label"].tolist() == [0], everyday
 
 
 def test_starter_corpus_holds_no_test_prompt(shared_data_dir: Path) -> None:
