@@ -424,6 +424,18 @@ def test_include_and_optional_entries(tmp_path: Path) -> None:
     assert [(r["source"], r["label"]) for r in corpus_rows(result)][-1] == ("synthetic-coding/sql", "0")
 
 
+def test_caps_follow_their_entry_across_included_recipes(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv", ["t"], [[f"base prompt {i}"] for i in range(3)])
+    write_csv(tmp_path / "b.csv", ["t"], [[f"extra prompt {i}"] for i in range(3)])
+    base = {"sources": [{"source": "a", "path": "a.csv", "text": "{t}", "label": 0, "cap": 1}]}
+    write_recipe(tmp_path, base, "base.yaml")
+    extra = {"include": ["base.yaml"], "sources": [{"source": "b", "path": "b.csv", "text": "{t}", "label": 0}]}
+    result = assemble_corpus(write_recipe(tmp_path, extra, "extra.yaml"), str(tmp_path / "out"), progress=False)
+    c = counts(result)
+    assert (c[("a", "benign")]["final"], c[("b", "benign")]["final"]) == (1, 3)
+    assert [e.index for e in result.entries] == [0, 1]
+
+
 def test_shared_configs_parse(repo_root: Path) -> None:
     for name in ("shared.yaml", "starter.yaml", "shared_plus_synthetic.yaml"):
         recipe = load_recipe(repo_root / "configs" / "corpus" / name)
@@ -496,7 +508,7 @@ def _bad_cases(tmp: Path) -> list[tuple[str, dict[str, Any], type[SentinelError]
             "csv declared, JSON content",
             {**entry, "path": "records.json", "format": "csv"},
             DataError,
-            ["sources[1] 'bad'", "declared as csv", "looks like JSON"],
+            ["sources[1] 'bad'", "field 'format'", "declared as csv", "looks like JSON"],
         ),
         (
             "json declared, JSON Lines content",
@@ -508,7 +520,7 @@ def _bad_cases(tmp: Path) -> list[tuple[str, dict[str, Any], type[SentinelError]
             "parquet declared, CSV content",
             {**entry, "path": "data.csv", "format": "parquet"},
             DataError,
-            ["sources[1] 'bad'", "declared as parquet", "looks like CSV"],
+            ["sources[1] 'bad'", "field 'format'", "declared as parquet", "looks like CSV"],
         ),
         (
             "template names a missing field",

@@ -48,7 +48,7 @@ from prompt_sentinel import storage
 from prompt_sentinel.config import LabelConfig, SplitConfig
 from prompt_sentinel.data.corpus_builders import BUILDERS, BuildContext, Item
 from prompt_sentinel.data.near_duplicates import near_duplicate_groups
-from prompt_sentinel.data.recipe import SOURCE_TAG, Recipe, SourceEntry, _ReadSpec, load_recipe
+from prompt_sentinel.data.recipe import SOURCE_TAG, ReadSpec, Recipe, SourceEntry, load_recipe
 from prompt_sentinel.data.record_files import expand_paths, infer_format, read_records
 from prompt_sentinel.data.templating import Template, as_text, resolve_field, top_field
 from prompt_sentinel.errors import ConfigError, DataError, SentinelError
@@ -60,6 +60,7 @@ __all__ = [
     "STATS_JSON",
     "STATS_MD",
     "AssemblyResult",
+    "BuiltCorpus",
     "EntryReport",
     "Exclusion",
     "SourceLabelCounts",
@@ -214,7 +215,7 @@ class Exclusion:
 # --- reading entries ------------------------------------------------------------------------------------------
 
 
-def _base_dir(spec: _ReadSpec, root: str | None, where: str) -> str:
+def _base_dir(spec: ReadSpec, root: str | None, where: str) -> str:
     if spec.base == "recipe":
         return str(spec._recipe_dir)
     if root is None:
@@ -225,7 +226,7 @@ def _base_dir(spec: _ReadSpec, root: str | None, where: str) -> str:
 
 
 def _read_spec_records(
-    spec: _ReadSpec, root: str | None, where: str, files: list[dict[str, str]]
+    spec: ReadSpec, root: str | None, where: str, files: list[dict[str, str]]
 ) -> tuple[list[dict[str, Any]], str]:
     """All records of a spec's files, with meta fields and extracted fields; returns (records, format)."""
     base = _base_dir(spec, root, where)
@@ -246,7 +247,8 @@ def _read_spec_records(
         try:
             records, digest = read_records(uri, fmt, spec.records, spec.json_unescape)
         except DataError as exc:
-            raise DataError(f"{where}, field 'path': {exc}") from None
+            field_name = "format" if "declared as" in str(exc) else "path"
+            raise DataError(f"{where}, field '{field_name}': {exc}") from None
         files.append({"path": shown, "sha256": digest})
         stem = Path(shown).name.split(".")[0]
         parent = Path(shown).parent.name
@@ -261,7 +263,7 @@ def _read_spec_records(
 
 def _any_file(entry: SourceEntry, root: str | None, where: str) -> bool:
     """Whether every file spec of an optional entry names at least one existing file."""
-    specs: list[_ReadSpec] = [entry] if entry.builder is None else [s for v in entry.inputs.values() for s in v]
+    specs: list[ReadSpec] = [entry] if entry.builder is None else [s for v in entry.inputs.values() for s in v]
     return all(expand_paths(s.path or [], _base_dir(s, root, where), missing_ok=True) for s in specs)
 
 
@@ -281,7 +283,7 @@ def _check_fields(where: str, records: list[dict[str, Any]], refs: Iterable[tupl
             )
 
 
-def _apply_filters(spec: _ReadSpec, records: list[dict[str, Any]], dropped: Counter[str]) -> list[dict[str, Any]]:
+def _apply_filters(spec: ReadSpec, records: list[dict[str, Any]], dropped: Counter[str]) -> list[dict[str, Any]]:
     for flt in spec.filters:
         keep = flt.compile()
         before = len(records)
@@ -291,7 +293,7 @@ def _apply_filters(spec: _ReadSpec, records: list[dict[str, Any]], dropped: Coun
     return records
 
 
-def _read_items(spec: _ReadSpec, root: str | None, where: str, files: list[dict[str, str]]) -> list[Item]:
+def _read_items(spec: ReadSpec, root: str | None, where: str, files: list[dict[str, str]]) -> list[Item]:
     records, fmt = _read_spec_records(spec, root, where, files)
     try:
         text_template = spec.text_template(fmt)
@@ -393,28 +395,30 @@ def _map_labels(
 
 def _load_entry(
     entry: SourceEntry,
+    index: int,
     recipe: Recipe,
     labels: LabelConfig,
     exclusion: Exclusion,
 ) -> tuple[list[_Row], EntryReport, Counter[tuple[str, int]]]:
+    """Rows of one entry (``index``: its position in the merged recipe) after its filters, labels and limits."""
     where = entry.where
     root = recipe.resolved_root
+    report = EntryReport(
+        index=index,
+        name=entry.display_name,
+        builder=entry.builder,
+        files=[],
+        loaded=0,
+        dropped={},
+        after_filters=0,
+        final=0,
+        sources=[],
+        provenance=list(entry.provenance or []),
+        licence=entry.licence,
+        notes=entry.notes,
+    )
     if entry.optional and not _any_file(entry, root, where):
-        report = EntryReport(
-            -1,
-            entry.display_name,
-            entry.builder,
-            [],
-            0,
-            {},
-            0,
-            0,
-            [],
-            [],
-            entry.licence,
-            entry.notes,
-            {"skipped: optional entry whose files do not exist": 1},
-        )
+        report.builder_notes = {"skipped: optional entry whose files do not exist": 1}
         return [], report, Counter()
     files: list[dict[str, str]] = []
     dropped: Counter[str] = Counter()
@@ -428,7 +432,14 @@ def _load_entry(
             if not items:
                 raise DataError(f"{where}, field 'inputs.{name}': the input holds no records (after its filters)")
             inputs[name] = items
-        ctx = BuildContext(rng=random.Random(f"{recipe.seed}:{entry.display_name}"), clean=exclusion.clean_items)
+        split_cfg = exclusion.split_cfg
+        ctx = BuildContext(
+            rng=random.Random(f"{recipe.seed}:{entry.display_name}"),
+            clean=exclusion.clean_items,
+            near_groups=lambda texts: near_duplicate_groups(
+                texts, split_cfg.near_duplicate_jaccard, split_cfg.shingle_words
+            ),
+        )
         try:
             records = BUILDERS[entry.builder](inputs, entry.builder_params(), ctx)
         except SentinelError as exc:
@@ -477,23 +488,14 @@ def _load_entry(
         else:
             group = group_template.render(record).strip() if group_template else None
         family = source.split("/", 1)[0]
-        rows.append(_Row(text, label, source, f"{family}:{group}" if group else None, entry._position))
+        rows.append(_Row(text, label, source, f"{family}:{group}" if group else None, index))
         kept[(source, label)] += 1
-    report = EntryReport(
-        index=-1,
-        name=entry.display_name,
-        builder=entry.builder,
-        files=files,
-        loaded=loaded,
-        dropped=dict(dropped),
-        after_filters=len(rows),
-        final=0,
-        sources=sorted({r.source for r in rows}),
-        provenance=list(entry.provenance or []),
-        licence=entry.licence,
-        notes=entry.notes,
-        builder_notes=builder_notes,
-    )
+    report.files = files
+    report.loaded = loaded
+    report.dropped = dict(dropped)
+    report.after_filters = len(rows)
+    report.sources = sorted({r.source for r in rows})
+    report.builder_notes = builder_notes
     return rows, report, kept
 
 
@@ -629,8 +631,7 @@ def build_corpus(
     bar = tqdm(recipe.sources, desc="corpus sources", unit="source", disable=not progress)
     for position, entry in enumerate(bar):
         bar.set_postfix_str(entry.display_name[:40])
-        entry_rows, report, kept = _load_entry(entry, recipe, labels, exclusion)
-        report.index = position
+        entry_rows, report, kept = _load_entry(entry, position, recipe, labels, exclusion)
         for (source, label), n in kept.items():
             key = (source, label)
             if key not in counts:

@@ -43,9 +43,11 @@ from prompt_sentinel.errors import ConfigError
 
 __all__ = [
     "FORMATS",
+    "SOURCE_TAG",
     "InputSpec",
     "LabelSpec",
     "Provenance",
+    "ReadSpec",
     "Recipe",
     "RowFilter",
     "SourceEntry",
@@ -181,7 +183,7 @@ class LabelSpec(_Model):
         return [(f"label.map[{k!r}]", v) for k, v in (self.map or {}).items() if v is not None]
 
 
-class _ReadSpec(_Model):
+class ReadSpec(_Model):
     """How to read records from files and turn each into a text (shared by entries and builder inputs)."""
 
     path: list[str] | None = Field(None, description="File(s) relative to the base; globs allowed.")
@@ -219,7 +221,7 @@ class _ReadSpec(_Model):
         return _check_template(value)
 
     @model_validator(mode="after")
-    def _format_options(self) -> _ReadSpec:
+    def _format_options(self) -> ReadSpec:
         if self.records is not None and self.format not in (None, "json"):
             raise ValueError(f"'records' applies to the json format only, not {self.format}")
         if self.json_unescape and self.format not in (None, "lines"):
@@ -234,7 +236,7 @@ class _ReadSpec(_Model):
         raise ValueError("text: a template is required for this format (e.g. text: '{prompt}')")
 
 
-class InputSpec(_ReadSpec):
+class InputSpec(ReadSpec):
     """One named input of a builder: records read like an entry's, each becoming an item (text, fields, group)."""
 
     @model_validator(mode="after")
@@ -254,7 +256,7 @@ class Provenance(_Model):
     notes: str | None = None
 
 
-class SourceEntry(_ReadSpec):
+class SourceEntry(ReadSpec):
     """One labelled source of the corpus: files read directly, or a builder composing rows from ``inputs``."""
 
     name: str | None = Field(None, description="Unique entry name (default: the source tag).")
