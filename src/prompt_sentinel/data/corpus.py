@@ -883,6 +883,11 @@ def sources_markdown(built: BuiltCorpus) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _names(files: dict[str, str]) -> dict[str, str]:
+    """File names only: the stats of a rebuilt corpus do not depend on where it was written."""
+    return {key: path.rstrip("/").rsplit("/", 1)[-1] for key, path in files.items()}
+
+
 def _own_names(recipe: Recipe) -> set[str]:
     return {recipe.corpus_file, STATS_JSON, STATS_MD, SOURCES_MD, LICENSES_DIR}
 
@@ -915,7 +920,7 @@ def write_corpus(built: BuiltCorpus, out: str) -> dict[str, str]:
         recipe.corpus_file: _corpus_csv(built.rows),
         STATS_MD: stats_markdown(built).encode("utf-8"),
         SOURCES_MD: sources_markdown(built).encode("utf-8"),
-        STATS_JSON: (json.dumps(stats_dict(built, files), indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+        STATS_JSON: (json.dumps(stats_dict(built, _names(files)), indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
     }
 
     def fill(folder: Path) -> None:
