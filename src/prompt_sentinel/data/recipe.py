@@ -11,7 +11,8 @@ plain text lines or whole documents; local or ``gs://``; optionally ``.gz``) or 
 * ``label``: one fixed class (name or id), or ``{field: F, map: {value: class}}`` (``null`` drops the row; a value
   missing from the map is an error, so nothing is labelled by accident).
 * ``filters`` (``equals`` / ``not_equals`` / ``in`` / ``not_in`` / ``regex`` / ``not_regex`` / ``non_empty`` on a
-  field), ``min_chars`` / ``max_chars``, ``cap`` / ``cap_per_label`` (a seeded sample after de-duplication).
+  field), ``min_chars`` / ``max_chars``, ``cap`` / ``cap_per_label`` (a seeded sample after de-duplication and
+  decontamination).
 * ``source``: the tag written to the corpus, ``family/part`` (the family, before ``/``, is one upstream dataset and is
   what out-of-source evaluation holds out); it may be a template (``"llm-warden/{type}"``).
 * ``group``: an optional template naming the split group (template, payload or scenario id) of each row.
@@ -19,9 +20,10 @@ plain text lines or whole documents; local or ``gs://``; optionally ``.gz``) or 
 * ``provenance`` / ``licence`` / ``notes``: carried into the stats and the SOURCES table.
 
 Every record also has the fields ``_file`` (the path as matched), ``_stem``, ``_dir`` (parent folder name) and
-``_index`` (0-based position in its file). Paths are relative to the recipe's ``root`` (itself relative to the
-recipe file; ``--root`` overrides it) or, with ``base: recipe``, to the recipe file's folder; globs are allowed.
-``include`` lists recipes whose sources come first (a recipe that extends another).
+``_index`` (0-based position in its file; ``lines`` records also ``_line``). Paths are relative to the recipe's
+``root`` (itself relative to the recipe file; ``--root`` overrides it) or, with ``base: recipe``, to the recipe
+file's folder; globs are allowed. ``include`` lists recipes whose sources come first (a recipe that extends
+another); ``optional: true`` skips an entry whose files do not exist (noted in the stats).
 
 Errors name the recipe file, the entry (``sources[3] 'advbench'``) and the field.
 """
@@ -57,7 +59,6 @@ __all__ = [
 
 FORMATS = ("csv", "jsonl", "json", "parquet", "lines", "document")
 Format = Literal["csv", "jsonl", "json", "parquet", "lines", "document"]
-META_FIELDS = ("_file", "_stem", "_dir", "_index")
 SOURCE_TAG = re.compile(r"^[A-Za-z0-9][\w.+-]*(/[\w.+-]+)*$")
 
 
