@@ -27,7 +27,7 @@ from prompt_sentinel.errors import DataError, DataValidationError
 from prompt_sentinel.run_layout import CLEANED_DATA as CLEANED_FILE
 from prompt_sentinel.stages import prepare
 
-from .test_data_validation import HEADER, base_rows, write_csv
+from .test_validation import HEADER, base_rows, write_csv
 
 # Texts a spreadsheet would run as formulas (OWASP "CSV injection"), plus the texts that make an escaping
 # scheme ambiguous if it is done carelessly (a text that already starts with the escape character).
