@@ -1,0 +1,1 @@
+"""Datasets written by the Prompt Sentinel team and shipped with the package (see ``synthetic/README.md``)."""
