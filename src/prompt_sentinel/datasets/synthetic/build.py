@@ -223,7 +223,19 @@ def _rng(seed: int, *parts: str) -> random.Random:
 
 
 def _spin(text: str, rng: random.Random) -> str:
-    return _SPIN.sub(lambda m: rng.choice(m.group(1).split("|")), text)
+    """Resolve ``[[a|b]]`` (one alternative) and ``[[#tag:a|b]]`` (the same position for every group with ``tag``)."""
+    positions: dict[str, int] = {}
+
+    def choose(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body.startswith("#") and ":" in body:
+            tag, body = body[1:].split(":", 1)
+            options = body.split("|")
+            position = positions.setdefault(tag, rng.randrange(len(options)))
+            return options[min(position, len(options) - 1)]
+        return rng.choice(body.split("|"))
+
+    return _SPIN.sub(choose, text)
 
 
 def _fill(template: str, values: Mapping[str, str], where: str) -> str:
