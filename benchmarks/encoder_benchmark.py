@@ -153,6 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speed-samples", type=int, default=256, help="test texts timed at batch 64 (64 at batch 1)")
     parser.add_argument("--cache-dir", default=None, help="keep embeddings here between runs (.npy per encoder)")
     parser.add_argument("--out", default=None, help="also write the markdown report to this file")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed / memory probes (e.g. a rerun)")
     parser.add_argument("--speed-probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -206,8 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     position = {text: i for i, text in enumerate(unique)}
     rows_to_unique = data["norm"].map(position).to_numpy()
     for ref in refs:
-        log(f"== {ref}: speed probe")
-        speed[ref] = run_speed_probe(ref, speed_texts, args)
+        if args.no_speed:
+            speed[ref] = {"fingerprint": make_encoder(ref, args.batch_size, args.max_length).fingerprint}
+        else:
+            log(f"== {ref}: speed probe")
+            speed[ref] = run_speed_probe(ref, speed_texts, args)
         cached = cache_path(args, ref, speed[ref]["fingerprint"], unique)
         started = time.perf_counter()
         if cached is not None and cached.is_file():
@@ -350,7 +354,7 @@ def render(data, y, is_test, non_en, in_source, pooled, families, speed, refs, a
         "corpus embed s |",
         "|---|---:|---:|---|---:|---:|---:|",
     ]
-    for ref in refs:
+    for ref in refs if not args.no_speed else []:
         s = speed[ref]
         corpus = f"{s['corpus_s']:.0f}" if s.get("corpus_s") is not None else "cached"
         lines.append(
