@@ -216,7 +216,8 @@ def demo_split(demo_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train.reset_index(drop=True), val.reset_index(drop=True)
 
 
-def test_combined_use_multilingual_model_trains_saves_loads_and_predicts_identically(demo_split, tmp_path):
+@pytest.fixture(scope="module")
+def use_model(demo_split, tmp_path_factory) -> Path:
     train, val = demo_split
     cfg = load_config(
         None,
@@ -229,16 +230,45 @@ def test_combined_use_multilingual_model_trains_saves_loads_and_predicts_identic
             "training.search.cv_folds=2",
         ],
     )
-    result = train_classical("logreg", train, val, cfg, tmp_path / "model", progress=False)
-    model = load_model(result.model_dir)
+    return train_classical(
+        "logreg", train, val, cfg, tmp_path_factory.mktemp("use") / "model", progress=False
+    ).model_dir
+
+
+def test_combined_use_multilingual_model_trains_saves_loads_and_predicts_identically(demo_split, use_model):
+    train, val = demo_split
+    model = load_model(use_model)
     texts = val["text"].tolist()
     proba = model.predict_proba(texts)
     assert proba.shape == (len(val), 3)
     assert np.allclose(model.predict_proba(texts), proba)
-    assert np.allclose(load_model(result.model_dir).predict_proba(texts), proba)
+    assert np.allclose(load_model(use_model).predict_proba(texts), proba)
     majority = np.bincount(train["label"]).max() / len(train)
     assert (proba.argmax(axis=1) == val["label"].to_numpy()).mean() > majority + 0.2
     embed = model.estimator.named_steps["features"].transformer_list[0][1]
     assert isinstance(embed, EmbeddingTransformer)
     assert (embed.model_ref, embed.embedding_dim_) == ("use-multilingual", 512)
     assert embed.encoder_fingerprint_ == make_encoder("use-multilingual").fingerprint
+
+
+# KServe 0.21 answers with ORJSONResponse, which FastAPI 0.165 deprecates (as in tests/test_serving_app.py)
+@pytest.mark.filterwarnings("ignore::fastapi.exceptions.FastAPIDeprecationWarning")
+def test_kserve_predictor_serves_the_use_multilingual_model(use_model):
+    from fastapi.testclient import TestClient
+
+    from serving.predictor import SentinelPredictor
+    from serving.server import create_app
+
+    texts = [ATTACK_EN, ATTACK_DE, UNRELATED]
+    predictor = SentinelPredictor("multilingual", str(use_model), load_config(None, []))
+    predictor.load()
+    try:
+        with TestClient(create_app(predictor)) as client:
+            reply = client.post("/v1/models/multilingual:predict", json={"instances": texts})
+        assert reply.status_code == 200, reply.text
+        model = load_model(use_model)
+        expected = model.predict_proba(texts)
+        served = [[p["scores"][name] for name in model.labels] for p in reply.json()["predictions"]]
+        assert np.allclose(served, expected, atol=1e-6)
+    finally:
+        predictor.stop()
