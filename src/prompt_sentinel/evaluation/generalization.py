@@ -289,7 +289,7 @@ class GeneralizationResult:
 
     report: dict[str, Any]
     predictions: pd.DataFrame
-    fold_models: list[Path] = field(default_factory=list)  # when kept
+    fold_models: dict[int, Path] = field(default_factory=dict)  # fold index -> model directory, when kept
 
 
 def evaluate_generalization(
@@ -330,7 +330,7 @@ def evaluate_generalization(
     pred = np.zeros(len(frame), dtype=np.int64)
     fold_of = np.full(len(frame), -1, dtype=np.int64)
     fold_records = []
-    kept: list[Path] = []
+    kept: dict[int, Path] = {}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -362,7 +362,7 @@ def evaluate_generalization(
                     }
                 )
                 if models_dir is not None:
-                    kept.append(Path(model_dir))
+                    kept[plan.index] = Path(model_dir)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(held_out="+".join(plan.families)[:30])
@@ -405,7 +405,8 @@ def evaluate_generalization(
 # --- the pooled report (pure) ---------------------------------------------------------------------------------
 
 
-def _rates(y: np.ndarray, pred: np.ndarray, labels: LabelConfig) -> dict[str, Any]:
+def score_predictions(y: np.ndarray, pred: np.ndarray, labels: LabelConfig) -> dict[str, Any]:
+    """Accuracy, macro F1 (over the classes present), the custom score and its parts, the confusion matrix."""
     n = labels.num_classes
     cm = confusion_matrix(y, pred, n)
     score = score_from_confusion(cm, labels.roles)
@@ -481,7 +482,7 @@ def length_table(
         entry: dict[str, Any] = {"bucket": name, "rows": int(mask.sum())}
         entry["labels"] = {labels.names[c]: int(n) for c, n in enumerate(counts) if n}
         if mask.any():
-            rates = _rates(y[mask], pred[mask], labels)
+            rates = score_predictions(y[mask], pred[mask], labels)
             rates.pop("confusion_matrix")
             rates.pop("rows")
             entry.update(rates)
@@ -494,7 +495,7 @@ def pooled_report(
 ) -> dict[str, Any]:
     """Pooled scores, the per-family table and the length buckets of out-of-source predictions."""
     y = frame["label"].to_numpy()
-    pooled = _rates(y, pred, labels)
+    pooled = score_predictions(y, pred, labels)
     families = family_table(frame, pred, labels)
     return {
         "labels": labels.names,
@@ -637,8 +638,8 @@ def write_generalization(result: GeneralizationResult, out_dir: str | Path) -> s
     with storage.atomic_output_dir(out) as tmp:
         for name, payload in files.items():
             (tmp / name).write_bytes(payload)
-        for model_dir in result.fold_models:  # kept fold models are copied in with the report
-            shutil.copytree(model_dir, tmp / GENERALIZATION_FOLDS_DIR / model_dir.name)
+        for fold, model_dir in result.fold_models.items():  # kept fold models are copied in with the report
+            shutil.copytree(model_dir, tmp / GENERALIZATION_FOLDS_DIR / f"fold-{fold}")
     return out
 
 
