@@ -55,12 +55,14 @@ VARIANTS: dict[str, list[str]] = {
     "gib": ["featurizer.gibberish=true"],
     "len": ["training.length_balance.enabled=true"],
     "crop": ["training.augmentation.enabled=true", "training.augmentation.crop_share=0.3"],
-    "oos": ["training.decision_tuning.source=out_of_source"],
+    # costs tuned on out-of-fold predictions of 4 folds of whole source families
+    "oos": ["training.decision_tuning.source=out_of_source", "training.search.cv_folds=4"],
     "aug+gib": ["training.augmentation.enabled=true", "featurizer.gibberish=true"],
     "aug+gib+oos": [
         "training.augmentation.enabled=true",
         "featurizer.gibberish=true",
         "training.decision_tuning.source=out_of_source",
+        "training.search.cv_folds=4",
     ],
     "aug+gib+len": [
         "training.augmentation.enabled=true",
@@ -199,8 +201,8 @@ def classical_run(args, name, train_set, frame, test, featurizer, model, variant
     sets = [
         "mlflow.enabled=false",
         *featurizer_overrides(featurizer),
-        *VARIANTS[variant],
         *(FIXED_SEARCH[model] + ["training.search.cv_folds=2"] if args.search == "fixed" else []),
+        *VARIANTS[variant],  # last: a variant may set the CV folds too
     ]
     cfg = load_config(None, sets)
     trainer = generalization.fold_trainer(model, cfg)
