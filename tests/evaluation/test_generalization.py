@@ -214,6 +214,14 @@ def test_evaluation_pools_each_row_from_the_fold_that_held_its_family_out(corpus
     html = (out / GENERALIZATION_REPORT_HTML).read_text()
     assert "Out of source: logreg" in html and "By prompt length" in html and "data:image/png;base64," in html
     assert sorted(p.name for p in (out / "fold_models").iterdir()) == ["fold-0", "fold-1", "fold-2"]
+    write_generalization(result, out)  # an earlier report is replaced
+    # anything else is never replaced: a mistaken --out must not wipe a directory
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(GeneralizationError, match=r"already holds other files \(notes.txt\)"):
+        write_generalization(result, out)
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(GeneralizationError, match="exists and is not a directory"):
+        write_generalization(result, out / "notes.txt")
 
 
 def test_the_stage_and_the_cli_write_the_report_and_log_to_mlflow(corpus: pd.DataFrame, tmp_path: Path) -> None:

@@ -635,12 +635,29 @@ def write_generalization(result: GeneralizationResult, out_dir: str | Path) -> s
         for name, payload in files.items():
             storage.write_bytes(storage.join(out, name), payload)
         return out
+    _check_replaceable(Path(out), {*files, GENERALIZATION_FOLDS_DIR})
     with storage.atomic_output_dir(out) as tmp:
         for name, payload in files.items():
             (tmp / name).write_bytes(payload)
         for fold, model_dir in result.fold_models.items():  # kept fold models are copied in with the report
             shutil.copytree(model_dir, tmp / GENERALIZATION_FOLDS_DIR / f"fold-{fold}")
     return out
+
+
+def _check_replaceable(out: Path, ours: set[str]) -> None:
+    """The output directory is replaced as a whole: refuse a file, or a directory holding anything but an earlier
+    report's files, so a mistaken ``--out`` never wipes unrelated data."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise GeneralizationError(f"output {out} exists and is not a directory")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise GeneralizationError(
+            f"output directory {out} already holds other files ({shown}); it would be replaced as a whole, so "
+            "choose a new or empty directory"
+        )
 
 
 def read_generalization(directory: str | Path) -> dict[str, Any]:
