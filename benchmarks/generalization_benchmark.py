@@ -57,6 +57,15 @@ VARIANTS: dict[str, list[str]] = {
     "crop": ["training.augmentation.enabled=true", "training.augmentation.crop_share=0.3"],
     # costs tuned on out-of-fold predictions of 4 folds of whole source families
     "oos": ["training.decision_tuning.source=out_of_source", "training.search.cv_folds=4"],
+    "C1": ["training.param_grids.logreg.C=[1.0]", "training.param_grids.linear_svm.C=[0.1]"],
+    # the hyperparameter search itself ranks candidates on folds of whole families (and tunes the costs there)
+    "oos+search": [
+        "training.decision_tuning.source=out_of_source",
+        "training.search.cv_folds=4",
+        "training.search.strategy=grid",
+        "training.param_grids.logreg.C=[0.25,1.0,5.0]",
+        "training.param_grids.linear_svm.C=[0.05,0.2,1.0]",
+    ],
     "aug+gib": ["training.augmentation.enabled=true", "featurizer.gibberish=true"],
     "aug+gib+oos": [
         "training.augmentation.enabled=true",
