@@ -4,8 +4,9 @@
 prefix or KServe's ``storageUri`` mount ``/mnt/models``), verifies every file against ``checksums.json``,
 loads either family through :func:`prompt_sentinel.modeling.load_model`, sizes torch's thread pool to the
 pod's CPU limit and warms the model up; only then is the predictor ready. ``preprocess`` validates and
-extracts texts (:mod:`serving.protocol`), ``predict`` runs the model on the whole batch (merging concurrent
-requests, :mod:`serving.batching`), ``postprocess`` formats the answer for the protocol the request used.
+extracts texts (:mod:`serving.protocol`; HTTP requests were validated in full before KServe decoded them,
+:mod:`serving.http`), ``predict`` runs the model off the event loop in bounded batches shared fairly between
+concurrent requests (:mod:`serving.batching`), ``postprocess`` formats the answer for the protocol the request used.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 The model is ``tiny_model_dir`` (tests/conftest.py): TF-IDF + logistic regression fit on the bundled demo prompts
 in about a second, so a server's answers are dominated by the HTTP path under test. A module sets its limits with
 ``SERVER_LIMITS = (max_instances, max_chars)`` (default: the config defaults, 64 × 20,000).
+
+This directory has no ``__init__.py`` on purpose: pytest (prepend import mode) would import it as a package named
+``serving`` and shadow the real ``serving`` package; module names here are unique instead, and helpers shared by
+the modules live in ``serving_helpers.py``.
 """
 
 from __future__ import annotations
