@@ -279,6 +279,8 @@ def scrape(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics", timeout=30).text
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.type == "counter" and family.name.startswith("sentinel_"):
+            totals.setdefault(f"{family.name}_total", 0.0)  # declared, no label set counted yet: 0
         for sample in family.samples:
             if sample.name.startswith("sentinel_") and sample.name.endswith("_total"):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value

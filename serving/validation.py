@@ -41,8 +41,11 @@ from serving.protocol import (
 
 MAX_ID_CHARS = 256
 CLOUDEVENT_BINARY_HEADERS = ("ce-specversion", "ce-source", "ce-type", "ce-id")
-# Keys whose presence makes KServe treat a JSON body as a structured CloudEvent and serve its "data".
+# Keys whose presence makes KServe treat a JSON body as a structured CloudEvent and serve its "data" ...
 _STRUCTURED_CLOUDEVENT_KEYS = frozenset({"time", "type", "source", "id", "specversion", "data"})
+# ... which it only does for these Content-Type values, compared verbatim (kserve.protocol.dataplane.JSON_HEADERS;
+# octet-stream is refused for V1 here), or none; any other value reaches the predictor as raw bytes.
+_KSERVE_DECODED_TYPES = frozenset({"application/json", "application/cloudevents+json", "application/ld+json"})
 _LENGTH_PREFIX = struct.Struct("<I")
 _V2_EXAMPLE = '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [n], "data": ["...", ...]}]}'
 _JSON_TYPES_TEXT = "application/json (or another application/*+json type)"
@@ -109,14 +112,19 @@ def validate_v1_request(body: bytes, headers: Mapping[str, str], limits: Serving
     """Texts of a V1 predict request (``headers`` with lower-case names), or BadRequest."""
     binary_event = is_binary_cloudevent(headers)
     what = "binary-mode CloudEvent data" if binary_event else "V1 request body"
-    check_json_content_type(headers.get("content-type"), what, allow_missing=True)
-    if not body:
+    content_type = headers.get("content-type")
+    check_json_content_type(content_type, what, allow_missing=True)
+    if binary_event and "ce-contenttype" in headers:
+        # KServe then unmarshals the data itself and fails on the result (AttributeError, a 500).
         raise BadRequest(
-            f'{what} is empty; expected {{"instances": ["text", ...]}}',
-            reason="empty_request",
+            "binary-mode CloudEvent with a ce-contenttype header is not supported; give the data's type in the "
+            "Content-Type header (application/json)"
         )
+    if not body:
+        raise BadRequest(f'{what} is empty; expected {{"instances": ["text", ...]}}', reason="empty_request")
     parsed = decode_json_body(body, what)
-    if not binary_event and isinstance(parsed, dict) and parsed.keys() >= _STRUCTURED_CLOUDEVENT_KEYS:
+    structured = isinstance(parsed, dict) and parsed.keys() >= _STRUCTURED_CLOUDEVENT_KEYS
+    if structured and not binary_event and (content_type is None or content_type in _KSERVE_DECODED_TYPES):
         # KServe serves the "data" of a structured CloudEvent; it must hold the V1 body.
         parsed = parsed["data"]
     return parse_v1_body(parsed, limits)

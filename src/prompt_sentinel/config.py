@@ -370,7 +370,7 @@ class ServingConfig(_Section):
     max_chars: int = Field(20_000, gt=0)
     batch_size: int = Field(32, gt=0)
     batch_max_chars: int = Field(
-        65_536,
+        32_768,
         gt=0,
         description="Characters per model call: a batch holds at most batch_size texts and at most this many "
         "characters (its first text always goes). Bounds how long one batch runs, and so how long a small request "

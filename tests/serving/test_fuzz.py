@@ -229,6 +229,31 @@ def test_deep_nesting(served, levels: int, kind: str, v2: bool, content_type: st
         assert "nested more than" in answer.json()["error"]
 
 
+CLOUDEVENT_HEADERS = ["ce-specversion", "ce-source", "ce-type", "ce-id", "ce-time", "ce-contenttype", "ce-subject"]
+
+
+@FUZZ
+@given(
+    present=st.sets(st.sampled_from(CLOUDEVENT_HEADERS)),
+    values=st.fixed_dictionaries(
+        {}, optional={h: st.sampled_from(["1.0", "0.3", "9", "", "x" * 50, "a b"]) for h in CLOUDEVENT_HEADERS}
+    ),
+    structured=st.booleans(),
+    data=st.one_of(st.just({"instances": ["hi"]}), any_json),
+    content_type=st.sampled_from(["application/json", "application/cloudevents+json", None, "text/plain"]),
+)
+def test_v1_cloudevents(served, present, values, structured, data, content_type) -> None:
+    headers = {h: values.get(h, "1.0") for h in present}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    if structured:
+        event = {"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "2026-01-01T00:00:00Z"}
+        body = json.dumps({**event, "data": data}).encode()
+    else:
+        body = json.dumps(data).encode()
+    check(served, served.client.post(served.v1, content=body, headers=headers))
+
+
 def field_or_junk(valid: st.SearchStrategy, junk: st.SearchStrategy) -> st.SearchStrategy:
     """(value, is_valid): mostly the valid value, sometimes arbitrary JSON in its place."""
     return st.one_of(valid.map(lambda v: (v, True)), junk.map(lambda v: (v, False)))

@@ -107,6 +107,10 @@ HOSTILE: dict[str, Case] = {
     "bin-id-integer": binary_case({"inputs": [binary_input()], "id": 5}, ONE, 400, '"id" must be a string'),
     # a binary-mode CloudEvent with an empty body: AttributeError (500)
     "cloudevent-empty-body": Case(V1, b"", {**CLOUDEVENT, **JSON_CT}, 400, "CloudEvent data is empty"),
+    # found while hardening: with ce-contenttype, KServe unmarshals the data itself, then fails (AttributeError)
+    "cloudevent-ce-contenttype": Case(
+        V1, b'{"instances": ["hi"]}', {**CLOUDEVENT, **JSON_CT, "ce-contenttype": "application/json"}, 400, "ce-"
+    ),
     # V1 accepted any content type as JSON
     "v1-text-html": Case(V1, b'{"instances": ["hi"]}', {"content-type": "text/html"}, 415, "Content-Type"),
     "v1-image-png": Case(V1, b'{"instances": ["hi"]}', {"content-type": "image/png"}, 415, "Content-Type"),

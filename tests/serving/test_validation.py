@@ -91,6 +91,10 @@ def test_v1_valid_requests_including_cloudevents() -> None:
     ce_json = {"content-type": "application/cloudevents+json"}
     assert validate_v1_request(json.dumps(structured).encode(), ce_json, LIMITS) == ["x"]
     assert validate_v1_request(b'{"instances": ["y"]}', {**CLOUDEVENT, **JSON}, LIMITS) == ["y"]
+    # KServe unwraps a structured CloudEvent only for the content types it decodes itself (compared verbatim)
+    charset = {"content-type": "application/json; charset=utf-8"}
+    with pytest.raises(BadRequest, match='no "instances" field'):
+        validate_v1_request(json.dumps(structured).encode(), charset, LIMITS)
     # unicode that is valid text passes untouched: NUL, right-to-left override, Cyrillic homoglyphs
     tricky = ["a\x00b", "\u202eevil", "\u0456gn\u043ere"]
     assert validate_v1_request(json.dumps({"instances": tricky}).encode(), JSON, LIMITS) == tricky
@@ -113,6 +117,7 @@ def test_v1_valid_requests_including_cloudevents() -> None:
         ),
         (b'{"instances": ["a", "b", "c", "d"]}', JSON, 400, "too_many_texts", "has 4 texts; at most 3"),
         (b'{"instances": ["abcdefghijk"]}', JSON, 400, "text_too_long", "has 11 characters; at most 10"),
+        (b'{"instances": ["a"]}', {**CLOUDEVENT, "ce-contenttype": "application/json"}, 400, "invalid_field", "ce-"),
         (b'{"instances": []}', JSON, 400, "empty_request", '"instances" is empty'),
     ],
 )
