@@ -92,7 +92,9 @@ def create_app(predictor: SentinelPredictor) -> FastAPI:
     extension = ModelRepositoryExtension(model_registry=repository)
     app = FastAPI(title="Prompt Sentinel", default_response_class=ORJSONResponse, docs_url=None, redoc_url=None)
     install_http_guards(app, predictor.limits, [predictor.name])
-    # RESTServer only wires an app here; the uvicorn config it builds is never started.
+    # RESTServer only wires an app here; the uvicorn config it builds is never started. Its public
+    # create_application() wires only KServe's module-level app, so the three private steps it consists of are
+    # called directly; tests/serving/test_kserve_seams.py fails if KServe changes them.
     rest = RESTServer("kserve.model_server:app", dataplane, extension, http_port=0)
     rest._add_middlewares(app)
     rest._register_endpoints(app)
