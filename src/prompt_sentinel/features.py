@@ -8,7 +8,8 @@
 
 The featurizer is the first step of the saved skops pipeline, so serving never refits it. For skops the
 embedding transformer holds only plain attributes (the model reference string and sizes); the torch encoder is
-loaded lazily on first use and cached per process, never serialized.
+loaded lazily on first use and cached per process, never serialized. The inference backend (torch, or the
+encoder exported to ONNX by :mod:`prompt_sentinel.inference`) is a runtime attribute the model loader sets.
 
 Inputs are already normalized texts (:func:`prompt_sentinel.text.normalize_text`): the trainer normalizes
 before fitting and :meth:`SentinelModel.predict_proba` before predicting.
@@ -51,22 +52,33 @@ _ENCODERS: dict[str, tuple[Any, Any]] = {}
 _ENCODER_LOCK = threading.Lock()
 # Enabled only inside featurization_session(): cross-validation embeds the same texts once per fold and
 # per refit, so caching by text saves most of the encoder time. Serving never enables it (unbounded input).
-_EMBED_CACHE: dict[tuple[str, int, str], np.ndarray] | None = None
+_EMBED_CACHE: dict[tuple[str, str, int, str], np.ndarray] | None = None
 _SHOW_PROGRESS = False
+# Root of the on-disk embedding cache (prompt_sentinel.inference.embedding_cache), set by featurization_session.
+_DISK_CACHE_ROOT: Path | None = None
+_TOKENIZERS: dict[str, Any] = {}
 
 
 @contextmanager
-def featurization_session(cache: bool = True, progress: bool = False) -> Iterator[None]:
-    """Within the block, sentence embeddings are cached per text and encoding shows a progress bar."""
-    global _EMBED_CACHE, _SHOW_PROGRESS
-    previous = (_EMBED_CACHE, _SHOW_PROGRESS)
+def featurization_session(
+    cache: bool = True, progress: bool = False, disk_cache: str | Path | None = None
+) -> Iterator[None]:
+    """Within the block, sentence embeddings are cached per text and encoding shows a progress bar.
+
+    With ``disk_cache`` (a directory) embeddings are also read from and written to the on-disk cache, so other
+    processes and later runs reuse them.
+    """
+    global _EMBED_CACHE, _SHOW_PROGRESS, _DISK_CACHE_ROOT
+    previous = (_EMBED_CACHE, _SHOW_PROGRESS, _DISK_CACHE_ROOT)
     if cache and _EMBED_CACHE is None:
         _EMBED_CACHE = {}
     _SHOW_PROGRESS = progress
+    if disk_cache is not None:
+        _DISK_CACHE_ROOT = Path(disk_cache)
     try:
         yield
     finally:
-        _EMBED_CACHE, _SHOW_PROGRESS = previous
+        _EMBED_CACHE, _SHOW_PROGRESS, _DISK_CACHE_ROOT = previous
 
 
 def _check_texts(texts: Any, where: str) -> list[str]:
@@ -102,11 +114,33 @@ def _load_encoder(model_dir: Path) -> tuple[Any, Any]:
         return tokenizer, model
 
 
+def _load_tokenizer(model_dir: Path) -> Any:
+    """The checkpoint's tokenizer alone (the ONNX backends never load the torch weights)."""
+    key = str(model_dir.resolve())
+    with _ENCODER_LOCK:
+        if key in _ENCODERS:
+            return _ENCODERS[key][0]
+        if key not in _TOKENIZERS:
+            from transformers import AutoTokenizer
+
+            try:
+                _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelFormatError(f"{model_dir}: cannot load the encoder's tokenizer ({exc})") from exc
+        return _TOKENIZERS[key]
+
+
 class SentenceEmbedder:
     """Mean-pooled, L2-normalized sentence embeddings from a local / gs:// / bundled checkpoint."""
 
     def __init__(
-        self, model_ref: str = "bundled:all-MiniLM-L6-v2", batch_size: int = 64, max_length: int = 256
+        self,
+        model_ref: str = "bundled:all-MiniLM-L6-v2",
+        batch_size: int = 64,
+        max_length: int = 256,
+        backend: str = "torch",
+        threads: int | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -116,11 +150,18 @@ class SentenceEmbedder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.model_dir = resolve_model_dir(model_ref)
-        self.tokenizer, self.model = _load_encoder(self.model_dir)
+        self.onnx: Any = None
+        if backend != "torch":
+            from prompt_sentinel.inference.encoder import onnx_encoder
+
+            self.onnx, backend = onnx_encoder(self.model_dir, backend, max_length, threads, cache_dir)  # type: ignore[arg-type]
+        self.backend = backend
+        if self.onnx is None:
+            self.tokenizer, self.model = _load_encoder(self.model_dir)
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.onnx.dim if self.onnx is not None else self.model.config.hidden_size)
 
     def encode(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Embeddings of shape (len(texts), dim), float32, each row of unit L2 norm."""
@@ -132,23 +173,39 @@ class SentenceEmbedder:
         if cache is not None:
             todo = []
             for i, text in enumerate(items):
-                hit = cache.get((key_prefix, self.max_length, text))
+                hit = cache.get((key_prefix, self.backend, self.max_length, text))
                 if hit is None:
                     todo.append(i)
                 else:
                     out[i] = hit
+        disk = None
+        if todo and _DISK_CACHE_ROOT is not None:
+            from prompt_sentinel.inference.embedding_cache import EmbeddingDiskCache
+
+            disk = EmbeddingDiskCache.open(_DISK_CACHE_ROOT, self.model_dir, self.backend, self.max_length, self.dim)
+            found, vectors = disk.lookup([items[i] for i in todo])
+            hits = [i for i, ok in zip(todo, found, strict=True) if ok]
+            out[hits] = vectors[found]
+            todo = [i for i, ok in zip(todo, found, strict=True) if not ok]
+            if cache is not None:
+                for i in hits:
+                    cache[(key_prefix, self.backend, self.max_length, items[i])] = out[i]
         if todo:
             # Longest first so each batch pads to similar lengths (dynamic padding, little waste).
             todo.sort(key=lambda i: len(items[i]), reverse=True)
             show = _SHOW_PROGRESS if progress is None else progress
             vectors = self._encode_batches([items[i] for i in todo], show)
             out[todo] = vectors
+            if disk is not None:
+                disk.store([items[i] for i in todo], vectors)
             if cache is not None:
                 for i, vec in zip(todo, vectors, strict=True):
-                    cache[(key_prefix, self.max_length, items[i])] = vec
+                    cache[(key_prefix, self.backend, self.max_length, items[i])] = vec
         return out
 
     def _encode_batches(self, texts: list[str], progress: bool) -> np.ndarray:
+        if self.onnx is not None:
+            return self.onnx.encode(texts, self.batch_size, progress)
         import torch
 
         starts = range(0, len(texts), self.batch_size)
@@ -186,7 +243,13 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.max_length = max_length
 
     def _embedder(self) -> SentenceEmbedder:
-        return SentenceEmbedder(self.model_ref, self.batch_size, self.max_length)
+        # inference_* are runtime attributes set by the model loader (prompt_sentinel.inference.sklearn_backend)
+        runtime = {
+            k: getattr(self, f"inference_{k}")
+            for k in ("backend", "threads", "cache_dir")
+            if hasattr(self, f"inference_{k}")
+        }
+        return SentenceEmbedder(self.model_ref, self.batch_size, self.max_length, **runtime)
 
     def fit(self, X: Any, y: Any = None) -> EmbeddingTransformer:
         _check_texts(X, "EmbeddingTransformer.fit")
