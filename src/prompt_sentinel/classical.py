@@ -43,6 +43,7 @@ from prompt_sentinel.data.split import row_groups
 from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
+from prompt_sentinel.inference import embedding_cache_dir, onnx_parity_params
 from prompt_sentinel.metrics import custom_score, macro_f1, security_score
 from prompt_sentinel.modeling import ModelDescriptor
 from prompt_sentinel.sklearn_artifact import probabilities_by_class_id, save_sklearn_artifact
@@ -658,7 +659,9 @@ def train_classical(
     run_dir = Path(tracking_dir) if tracking_dir else tracking.default_tracking_dir(out)
     with (
         tracking.start_run(cfg, f"{model_name}-{kind}", run_dir, tags) as run,
-        featurization_session(cache=not is_sparse_kind(kind), progress=progress),
+        featurization_session(
+            cache=not is_sparse_kind(kind), progress=progress, disk_cache=embedding_cache_dir(cfg.inference)
+        ),
         tempfile.TemporaryDirectory(prefix="sentinel-classical-") as staging,
     ):
         log.info("training %s on %d rows (%s features, %d candidates)", model_name, len(y), kind, len(params_list))
@@ -748,7 +751,7 @@ def train_classical(
             decision=decision,
             featurizer=kind,
             max_length=cfg.featurizer.embedding_max_length if kind != "tfidf" else None,
-            params=best_params,
+            params={**best_params, **onnx_parity_params(pipeline, texts, val_texts, val_proba, decision, cfg)},
         )
         local_model = _write_artifact(out, pipeline, descriptor, best_params, search.table, training, Path(staging))
         model_dir = out if storage.is_gcs(out) else Path(out)

@@ -32,7 +32,7 @@ import pandas as pd
 
 from prompt_sentinel import storage, tracking
 from prompt_sentinel.checksums import MANIFEST_NAME, write_manifest
-from prompt_sentinel.config import DecisionConfig, LabelRoles, SentinelConfig
+from prompt_sentinel.config import DecisionConfig, InferenceConfig, LabelRoles, SentinelConfig
 from prompt_sentinel.decision import assign_labels, tune_costs
 from prompt_sentinel.errors import ModelFormatError, TrainingError
 from prompt_sentinel.metrics import security_score
@@ -197,11 +197,16 @@ def _member_entries(descriptor: ModelDescriptor) -> list[dict[str, Any]]:
     return entries
 
 
-def load_ensemble_model(path: Path, descriptor: ModelDescriptor) -> EnsembleSentinelModel:
-    """Load the members of a verified ensemble directory (the caller verified the whole tree's checksums)."""
+def load_ensemble_model(
+    path: Path, descriptor: ModelDescriptor, inference: InferenceConfig | None = None
+) -> EnsembleSentinelModel:
+    """Load the members of a verified ensemble directory (the caller verified the whole tree's checksums).
+
+    Each member runs on its own backend (``inference``: the same setting, resolved per member's parity record).
+    """
     members = []
     for entry in _member_entries(descriptor):
-        member = load_model(path / entry["path"], verify=False)
+        member = load_model(path / entry["path"], verify=False, inference=inference)
         if member.descriptor.labels != descriptor.labels:
             raise ModelFormatError(
                 f"{path / entry['path']}: member labels {member.descriptor.labels.names} differ from the "

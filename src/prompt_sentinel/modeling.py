@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import verify_manifest
-from prompt_sentinel.config import DecisionConfig, LabelConfig, LabelRoles
+from prompt_sentinel.config import DecisionConfig, InferenceConfig, LabelConfig, LabelRoles
 from prompt_sentinel.decision import Decision, assign_labels, decide
 from prompt_sentinel.errors import ModelFormatError
 from prompt_sentinel.text import normalize_text
@@ -72,6 +72,9 @@ def read_descriptor(directory: str | Path) -> ModelDescriptor:
 class SentinelModel(ABC):
     """A loaded, verified model. Subclasses implement :meth:`_predict_proba` on normalized texts."""
 
+    # the backend the model runs on (prompt_sentinel.inference); None when nothing neural runs (TF-IDF models)
+    inference_backend: str | None = None
+
     def __init__(self, path: Path, descriptor: ModelDescriptor) -> None:
         self.path = path
         self.descriptor = descriptor
@@ -113,8 +116,17 @@ class SentinelModel(ABC):
     def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray: ...
 
 
-def load_model(path_or_uri: str | Path, verify: bool = True, cache_dir: str | Path | None = None) -> SentinelModel:
-    """Load any artifact (local dir or gs:// prefix), verifying checksums first."""
+def load_model(
+    path_or_uri: str | Path,
+    verify: bool = True,
+    cache_dir: str | Path | None = None,
+    inference: InferenceConfig | None = None,
+) -> SentinelModel:
+    """Load any artifact (local dir or gs:// prefix), verifying checksums first.
+
+    ``inference`` chooses the backend (``inference.backend``; default ``auto``: the fastest one that passed the
+    artifact's parity gate; ``SENTINEL_INFERENCE_BACKEND`` overrides it) and its threads.
+    """
     local = storage.download_to_local(str(path_or_uri), cache_dir=cache_dir)
     if not local.is_dir():
         raise ModelFormatError(f"{path_or_uri}: expected a model directory, got a file")
@@ -124,11 +136,11 @@ def load_model(path_or_uri: str | Path, verify: bool = True, cache_dir: str | Pa
     if descriptor.family == "sklearn":
         from prompt_sentinel.sklearn_artifact import load_sklearn_model
 
-        return load_sklearn_model(local, descriptor)
+        return load_sklearn_model(local, descriptor, inference=inference)
     if descriptor.family == "ensemble":
         from prompt_sentinel.ensemble import load_ensemble_model
 
-        return load_ensemble_model(local, descriptor)
+        return load_ensemble_model(local, descriptor, inference=inference)
     from prompt_sentinel.transformer.model import load_transformer_model
 
-    return load_transformer_model(local, descriptor)
+    return load_transformer_model(local, descriptor, inference=inference)

@@ -17,6 +17,7 @@ import numpy as np
 import sklearn
 
 from prompt_sentinel.checksums import write_manifest
+from prompt_sentinel.config import InferenceConfig
 from prompt_sentinel.errors import ModelFormatError
 from prompt_sentinel.modeling import SKOPS_FILE, ModelDescriptor, SentinelModel
 
@@ -141,9 +142,14 @@ def probabilities_by_class_id(proba: np.ndarray, classes: Sequence[int], n_class
     return full
 
 
-def load_sklearn_model(path: str | Path, descriptor: ModelDescriptor) -> SklearnSentinelModel:
+def load_sklearn_model(
+    path: str | Path, descriptor: ModelDescriptor, inference: InferenceConfig | None = None
+) -> SklearnSentinelModel:
     started = time.perf_counter()
     estimator = load_skops_estimator(Path(path) / SKOPS_FILE)
     model = SklearnSentinelModel(Path(path), descriptor, estimator)
+    from prompt_sentinel.inference.sklearn_backend import apply_backend
+
+    model.inference_backend = apply_backend(model, inference)
     model.load_seconds = time.perf_counter() - started
     return model

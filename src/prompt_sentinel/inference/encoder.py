@@ -270,6 +270,7 @@ class OnnxSentenceEncoder:
         self.dim = dim
         self.backend = backend
         self.path = path
+        self.sha256: str | None = None  # from the verified cache entry's parity record
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Embeddings in the order of ``texts`` (length-bucketed internally)."""
@@ -331,6 +332,7 @@ def onnx_encoder(
     runner = OnnxSentenceEncoder(
         entry / FILES[chosen], tokenizer, max_length, _hidden_size(model_dir), n_threads, chosen
     )
+    runner.sha256 = record.backends[chosen].sha256
     with _LOCK:
         _RUNNERS.setdefault(key, runner)
         runner = _RUNNERS[key]

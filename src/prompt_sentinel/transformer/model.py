@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prompt_sentinel.config import InferenceConfig
 from prompt_sentinel.errors import ModelFormatError
 from prompt_sentinel.modeling import ModelDescriptor, SentinelModel
 
@@ -108,6 +109,7 @@ class TransformerSentinelModel(SentinelModel):
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = effective_max_length(tokenizer, model.config, descriptor.max_length)
+        self.inference_backend = "torch"
 
     def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
         batch_size = max(int(batch_size), 1)
@@ -124,8 +126,10 @@ class TransformerSentinelModel(SentinelModel):
         return out
 
 
-def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> TransformerSentinelModel:
-    """Load a verified local transformer artifact directory."""
+def load_transformer_model(
+    path: str | Path, descriptor: ModelDescriptor, inference: InferenceConfig | None = None
+) -> SentinelModel:
+    """Load a verified local transformer artifact directory on the backend ``inference`` selects."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     started = time.perf_counter()
@@ -144,7 +148,13 @@ def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> Tra
             f"{path}: the model has {config.num_labels} output labels but {descriptor.labels.names} "
             f"({expected}) are declared in the descriptor"
         )
-    torch.set_num_threads(torch_threads())
+    from prompt_sentinel.inference.backends import inference_threads
+    from prompt_sentinel.inference.classifier import load_onnx_transformer, transformer_backend
+
+    backend = transformer_backend(path, descriptor, inference)
+    if backend != "torch":
+        return load_onnx_transformer(path, descriptor, backend, inference)
+    torch.set_num_threads(inference_threads(inference.threads) if inference else torch_threads())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         with quiet_transformers():

@@ -361,6 +361,7 @@ class _Plan:
     n_epochs: int
     warmup_steps: int
     fingerprint: str
+    val_texts: list[str] = field(default_factory=list)  # normalized; the ONNX parity gate runs on them
 
 
 def _plan(train_df: pd.DataFrame, val_df: pd.DataFrame | None, cfg: SentinelConfig, base_model: str | None) -> _Plan:
@@ -420,6 +421,7 @@ def _plan(train_df: pd.DataFrame, val_df: pd.DataFrame | None, cfg: SentinelConf
         n_epochs=math.ceil(total_steps / steps_per_epoch),
         warmup_steps=round(tcfg.warmup_ratio * total_steps),
         fingerprint=fingerprint,
+        val_texts=val_texts,
     )
 
 
@@ -880,6 +882,8 @@ def _write_artifact(session: _Session, cfg: SentinelConfig, training: dict[str, 
             plan.tokenizer.save_pretrained(directory)
         for name, payload in reports.items():
             (directory / name).write_text(json.dumps(payload, indent=2, default=_json_default))
+        if cfg.inference.export_onnx:
+            _export_onnx(directory, session, descriptor, cfg)
         descriptor.write(directory)
         if any(directory.glob("*.bin")) or not (directory / "model.safetensors").is_file():
             raise TrainingError(f"{out}: save_pretrained did not write model.safetensors; refusing the artifact")
@@ -887,6 +891,31 @@ def _write_artifact(session: _Session, cfg: SentinelConfig, training: dict[str, 
         write_manifest(directory)  # last: covers every file above
 
     return storage.publish_directory(out, fill, last=(MANIFEST_NAME,), staging=staging)
+
+
+def _export_onnx(directory: Path, session: _Session, descriptor: ModelDescriptor, cfg: SentinelConfig) -> None:
+    """ONNX exports + parity gate on the validation split into ``directory``; a failure only costs the exports."""
+    import shutil
+
+    from prompt_sentinel.inference.classifier import ONNX_DIR, export_classifier
+    from prompt_sentinel.inference.parity import PARAMS_KEY
+
+    texts = session.plan.val_texts
+    try:
+        record = export_classifier(
+            directory,
+            session.model,
+            session.plan.tokenizer,
+            descriptor,
+            texts,
+            f"validation split ({len(texts)} rows)",
+            cfg.inference,
+        )
+    except Exception as exc:  # the trained model matters more than its export: keep it, say so, serve on torch
+        shutil.rmtree(directory / ONNX_DIR, ignore_errors=True)
+        log.warning("ONNX export failed (%s: %s); the model will run on torch only", type(exc).__name__, exc)
+        return
+    descriptor.params[PARAMS_KEY] = record.model_dump(mode="json", exclude_none=True)
 
 
 def _readable_by_all(directory: Path) -> None:
