@@ -15,8 +15,8 @@ from prompt_sentinel.inference.backends import (
     THREADS_ENV,
     choose_backend,
     inference_threads,
-    require_onnxruntime,
     requested_backend,
+    require_onnxruntime,
 )
 from prompt_sentinel.inference.parity import (
     MAX_PROBA_DELTA,
