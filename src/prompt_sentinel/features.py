@@ -57,6 +57,7 @@ _SHOW_PROGRESS = False
 # Root of the on-disk embedding cache (prompt_sentinel.inference.embedding_cache), set by featurization_session.
 _DISK_CACHE_ROOT: Path | None = None
 _TOKENIZERS: dict[str, Any] = {}
+_EMBEDDERS: dict[tuple[Any, ...], SentenceEmbedder] = {}
 
 
 @contextmanager
@@ -159,6 +160,16 @@ class SentenceEmbedder:
         if self.onnx is None:
             self.tokenizer, self.model = _load_encoder(self.model_dir)
 
+    @classmethod
+    def shared(cls, model_ref: str, batch_size: int, max_length: int, **runtime: Any) -> SentenceEmbedder:
+        """One embedder per (reference, sizes, backend settings) and process: a transform call (each serving
+        request) then skips resolving the checkpoint and the backend again."""
+        key = (model_ref, batch_size, max_length, *sorted(runtime.items()))
+        embedder = _EMBEDDERS.get(key)
+        if embedder is None:
+            embedder = _EMBEDDERS.setdefault(key, cls(model_ref, batch_size, max_length, **runtime))
+        return embedder
+
     @property
     def dim(self) -> int:
         return int(self.onnx.dim if self.onnx is not None else self.model.config.hidden_size)
@@ -249,7 +260,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             for k in ("backend", "threads", "cache_dir")
             if hasattr(self, f"inference_{k}")
         }
-        return SentenceEmbedder(self.model_ref, self.batch_size, self.max_length, **runtime)
+        return SentenceEmbedder.shared(self.model_ref, self.batch_size, self.max_length, **runtime)
 
     def fit(self, X: Any, y: Any = None) -> EmbeddingTransformer:
         _check_texts(X, "EmbeddingTransformer.fit")
