@@ -71,6 +71,13 @@ def set_backend(estimator: Any, backend: str, threads: int | None = None, cache_
         transformer.inference_cache_dir = cache_dir
 
 
+def clear_backend(estimator: Any) -> None:
+    """Remove the runtime attributes again (before the pipeline is saved: they are not part of the model)."""
+    for transformer in embedding_transformers(estimator):
+        for name in ("inference_backend", "inference_threads", "inference_cache_dir"):
+            transformer.__dict__.pop(name, None)
+
+
 def _predict(estimator: Any, texts: list[str], n_classes: int, batch_size: int = 256) -> np.ndarray:
     from prompt_sentinel.sklearn_artifact import probabilities_by_class_id
 
@@ -144,7 +151,7 @@ def featurizer_parity(
             result.encoder_sha256 = {ref: rec.backends[backend].sha256 for ref, rec in encoders.items()}
             results[backend] = result
     finally:
-        set_backend(estimator, "torch")
+        clear_backend(estimator)
     log.info(summary_line(f"featurizer ({parity_set})", results))
     return InferenceRecord(
         kind="classifier",

@@ -71,7 +71,7 @@ TOKENIZER_FILES = (
     "tokenizer.model",
 )
 # Written into MLflow next to the model: what a runtime needs to load this artifact.
-PIP_REQUIREMENTS = ("prompt-sentinel", "torch", "transformers", "safetensors", "tokenizers", "numpy")
+PIP_REQUIREMENTS = ("prompt-sentinel", "torch", "transformers", "safetensors", "tokenizers", "numpy", "onnxruntime")
 STATE_VERSION = 1
 
 
