@@ -46,8 +46,14 @@ def export_to_onnx(module: Any, example: dict[str, Any], output_name: str, path:
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     sink = io.StringIO()
-    # the exporter narrates each stage on stdout and warns about dims it renames; neither is actionable here
-    with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(sink):
+    # the exporter narrates each stage on stdout and warns about dims it renames and torchvision ops it skips;
+    # none of it is actionable here
+    with (
+        torch.inference_mode(False),
+        torch.no_grad(),
+        contextlib.redirect_stdout(sink),
+        _quiet_loggers("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir"),
+    ):
         import warnings
 
         with warnings.catch_warnings():
@@ -73,8 +79,22 @@ def quantize_int8(source: Path, target: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    with _quiet_loggers(""):  # it advises pre-processing on the root logger, for every model
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
     return target
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):  # type: ignore[no-untyped-def]
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 # --- sessions -------------------------------------------------------------------------------------------------
