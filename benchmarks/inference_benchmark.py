@@ -1,8 +1,9 @@
 """Inference backends side by side: torch vs ONNX Runtime fp32 vs int8, in process and over KServe HTTP.
 
 For the combined-feature logistic regression (MiniLM ⊕ TF-IDF/SVD) and the fine-tuned MiniLM classifier, per
-backend (``inference.backend``; every number of one table comes from the same run, so ratios are fair even on a
-shared machine):
+backend (``inference.backend``; every number of one table comes from the same run, and the backends are
+interleaved prompt by prompt — in process and over HTTP, with one server per backend up at once — so a load spike
+from a neighbour on a shared machine hits them alike and the ratios stay fair):
 
 * in process: single-prompt ``predict_proba`` p50/p95 and throughput at batch 32 (prompts/s);
 * over HTTP (the real ``python -m serving`` on 127.0.0.1, KServe V1, the backend forced with
@@ -42,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from serving_benchmark import concurrent, long_prompts, sequential, short_prompts  # noqa: E402
+from serving_benchmark import concurrent, long_prompts, short_prompts  # noqa: E402
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 TARGETS_P95_MS = {"classical": 8.0, "transformer": 12.0}  # short prompt, HTTP, concurrency 1
@@ -62,44 +63,93 @@ def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def in_process(model, texts: list[str], batch: int, batch_rounds: int) -> dict[str, float | None]:
-    model.predict_proba(texts[:4])  # warm
-    single = []
-    for text in texts:
-        started = time.perf_counter()
-        model.predict_proba([text], batch_size=1)
-        single.append((time.perf_counter() - started) * 1000)
+def interleaved_in_process(models: dict, texts: list[str], batch: int, rounds: int) -> dict[str, dict]:
+    """Single-prompt latency and batch throughput of every backend, interleaved prompt by prompt.
+
+    Each prompt is sent to every backend in turn (the order rotating), so a load spike from a neighbour on a
+    shared machine hits all backends alike and the ratios stay fair.
+    """
+    names = list(models)
+    for model in models.values():
+        model.predict_proba(texts[:4])  # warm
+    single: dict[str, list[float]] = {n: [] for n in names}
+    for i, text in enumerate(texts):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            started = time.perf_counter()
+            models[name].predict_proba([text], batch_size=1)
+            single[name].append((time.perf_counter() - started) * 1000)
     chunk = (texts * (batch // len(texts) + 1))[:batch]
-    started = time.perf_counter()
-    for _ in range(batch_rounds):
-        model.predict_proba(chunk, batch_size=batch)
-    elapsed = time.perf_counter() - started
-    return {"proc_p50": pct(single, 50), "proc_p95": pct(single, 95), "batch_rps": batch * batch_rounds / elapsed}
+    spent = dict.fromkeys(names, 0.0)
+    for _ in range(rounds):
+        for name in names:
+            started = time.perf_counter()
+            models[name].predict_proba(chunk, batch_size=batch)
+            spent[name] += time.perf_counter() - started
+    return {
+        n: {"proc_p50": pct(single[n], 50), "proc_p95": pct(single[n], 95), "batch_rps": batch * rounds / spent[n]}
+        for n in names
+    }
 
 
-def over_http(model_dir: Path, backend: str, prompt_sets: dict[str, list[str]], args) -> dict[str, dict]:
+def interleaved_http(model_dir: Path, backends: list[str], prompt_sets: dict[str, list[str]], args) -> dict:
+    """One server per backend (all up at once); V1 requests interleaved across them, as in process."""
+    import httpx
+
     from serving.local import start_local_server
 
-    env = {"SENTINEL_INFERENCE_BACKEND": backend, "OMP_NUM_THREADS": str(args.threads)}
-    if args.cache_dir:
-        env["PROMPT_SENTINEL_CACHE"] = args.cache_dir
-    server = start_local_server(
-        str(model_dir), model_name="bench", env=env, extra_args=["--enable_latency_logging", "false"]
-    )
-    out: dict[str, dict] = {}
+    servers = {}
     try:
-        server.wait_ready(timeout=600)
-        for name, texts in prompt_sets.items():
-            latencies, errors = sequential(server.url, "bench", texts)
-            many = (texts * (args.throughput_requests // len(texts) + 1))[: args.throughput_requests]
-            rps, _, errors8 = asyncio.run(concurrent(server.url, "bench", many, args.concurrency))
-            if errors or errors8:
-                raise RuntimeError(f"{errors + errors8} failed requests against the {backend} server")
-            out[name] = {"http_p50": pct(latencies, 50), "http_p95": pct(latencies, 95), "c8_rps": rps}
+        for backend in backends:
+            env = {"SENTINEL_INFERENCE_BACKEND": backend, "OMP_NUM_THREADS": str(args.threads)}
+            if args.cache_dir:
+                env["PROMPT_SENTINEL_CACHE"] = args.cache_dir
+            servers[backend] = start_local_server(
+                str(model_dir), model_name="bench", env=env, extra_args=["--enable_latency_logging", "false"]
+            )
+        for server in servers.values():
+            server.wait_ready(timeout=900)
+        out: dict[str, dict[str, dict]] = {b: {} for b in backends}
+        clients = {b: httpx.Client(timeout=60) for b in backends}
+        try:
+            for prompts, texts in prompt_sets.items():
+                latencies: dict[str, list[float]] = {b: [] for b in backends}
+                for b in backends:  # warm each connection and model
+                    for text in texts[:3]:
+                        clients[b].post(f"{servers[b].url}/v1/models/bench:predict", json={"instances": [text]})
+                for i, text in enumerate(texts):
+                    for b in backends[i % len(backends) :] + backends[: i % len(backends)]:
+                        started = time.perf_counter()
+                        response = clients[b].post(
+                            f"{servers[b].url}/v1/models/bench:predict", json={"instances": [text]}
+                        )
+                        latencies[b].append((time.perf_counter() - started) * 1000)
+                        if response.status_code != 200:
+                            raise RuntimeError(f"{b} server answered {response.status_code}: {response.text[:200]}")
+                per_round = max(args.concurrency, args.throughput_requests // 4)
+                many = (texts * (per_round // len(texts) + 1))[:per_round]
+                sent, wall = dict.fromkeys(backends, 0), dict.fromkeys(backends, 0.0)
+                for _ in range(4):
+                    for b in backends:
+                        started = time.perf_counter()
+                        _, _, errors = asyncio.run(concurrent(servers[b].url, "bench", many, args.concurrency))
+                        wall[b] += time.perf_counter() - started
+                        sent[b] += len(many)
+                        if errors:
+                            raise RuntimeError(f"{errors} failed requests against the {b} server")
+                for b in backends:
+                    out[b][prompts] = {
+                        "http_p50": pct(latencies[b], 50),
+                        "http_p95": pct(latencies[b], 95),
+                        "c8_rps": sent[b] / wall[b],
+                    }
+        finally:
+            for client in clients.values():
+                client.close()
+        return out
     finally:
-        server.stop()
-        server.log_path.unlink(missing_ok=True)
-    return out
+        for server in servers.values():
+            server.stop()
+            server.log_path.unlink(missing_ok=True)
 
 
 def bench_model(kind: str, model_dir: Path, args) -> list[Result]:
@@ -107,21 +157,22 @@ def bench_model(kind: str, model_dir: Path, args) -> list[Result]:
     from prompt_sentinel.modeling import load_model
 
     prompt_sets = {"short": short_prompts(args.requests), "long": long_prompts(args.requests, words=300)}
-    results = []
-    for backend in args.backends:
-        print(f"  {kind} / {backend} ...", file=sys.stderr, flush=True)
-        model = load_model(
-            model_dir, inference=InferenceConfig(backend=backend, threads=args.threads, cache_dir=args.cache_dir)
-        )
-        result = Result(kind, backend, actual=model.inference_backend or "-")
-        for name, texts in prompt_sets.items():
-            result.rows[name] = in_process(model, texts, args.batch, args.batch_rounds)
-        del model
-        if not args.skip_http:
-            for name, row in over_http(model_dir, backend, prompt_sets, args).items():
-                result.rows[name].update(row)
-        results.append(result)
-    return results
+    models = {
+        b: load_model(model_dir, inference=InferenceConfig(backend=b, threads=args.threads, cache_dir=args.cache_dir))
+        for b in args.backends
+    }
+    results = {b: Result(kind, b, actual=m.inference_backend or "-") for b, m in models.items()}
+    for prompts, texts in prompt_sets.items():
+        print(f"  {kind}: in process, {prompts} prompts ...", file=sys.stderr, flush=True)
+        for b, row in interleaved_in_process(models, texts, args.batch, args.batch_rounds).items():
+            results[b].rows[prompts] = row
+    models.clear()
+    if not args.skip_http:
+        print(f"  {kind}: over HTTP ...", file=sys.stderr, flush=True)
+        for b, rows in interleaved_http(model_dir, list(args.backends), prompt_sets, args).items():
+            for prompts, row in rows.items():
+                results[b].rows[prompts].update(row)
+    return list(results.values())
 
 
 def gpu_rows(model_dir: Path, args) -> list[str]:
