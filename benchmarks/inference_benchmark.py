@@ -208,7 +208,8 @@ def evaluate_wall_time(
 ) -> float:
     """Seconds of one ``sentinel evaluate`` (robustness on, embedding cache off) in a fresh process."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "prompt_sentinel.cli", "evaluate", "--model", str(model_dir), "--data", data, "--json"]
+    entry = "import sys; from prompt_sentinel.cli import main; sys.argv[0] = 'sentinel'; main()"
+    cmd = [sys.executable, "-c", entry, "evaluate", "--model", str(model_dir), "--data", data, "--json"]
     if baseline_src is not None:
         env["PYTHONPATH"] = str(baseline_src)
     else:
