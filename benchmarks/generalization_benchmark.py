@@ -90,54 +90,55 @@ def log(message: str) -> None:
 
 
 class DiskEmbeddingCache(dict):
-    """The featurization-session cache (``(encoder, max_length, text) -> vector``) keyed by sha256 of the text,
-    loaded from and saved to ``<dir>/<encoder key>.npz`` (hashes + vectors)."""
+    """The featurization-session cache (``(*encoder parts, text) -> vector``; the parts are ``(fingerprint,
+    max_length)`` for most encoders and ``(model dir, backend, max_length)`` for Hugging Face checkpoints) keyed
+    by sha256 of the text, loaded from and saved to ``<dir>/emb-<hash of the parts>.npz`` (hashes + vectors)."""
 
     def __init__(self, directory: Path) -> None:
         super().__init__()
         self.directory = directory
-        self.loaded: set[tuple[str, int]] = set()
-        self.dirty: set[tuple[str, int]] = set()
+        self.loaded: set[tuple[Any, ...]] = set()
+        self.dirty: set[tuple[Any, ...]] = set()
 
     @staticmethod
     def _digest(text: str) -> bytes:
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
-    def _file(self, prefix: str, max_length: int) -> Path:
-        name = hashlib.sha256(f"{prefix}\0{max_length}".encode()).hexdigest()[:16]
+    def _file(self, parts: tuple[Any, ...]) -> Path:
+        name = hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()[:16]
         return self.directory / f"emb-{name}.npz"
 
-    def _ensure(self, prefix: str, max_length: int) -> None:
+    def _ensure(self, parts: tuple[Any, ...]) -> None:
         import numpy as np
 
-        if (prefix, max_length) in self.loaded:
+        if parts in self.loaded:
             return
-        self.loaded.add((prefix, max_length))
-        path = self._file(prefix, max_length)
+        self.loaded.add(parts)
+        path = self._file(parts)
         if path.is_file():
             data = np.load(path)
             for digest, vector in zip(data["hashes"], data["vectors"], strict=True):
-                super().__setitem__((prefix, max_length, bytes(digest)), vector)
-            log(f"   embedding cache: {len(data['hashes'])} vectors of {prefix[:40]} loaded")
+                super().__setitem__((*parts, bytes(digest)), vector)
+            log(f"   embedding cache: {len(data['hashes'])} vectors of {str(parts[0])[:40]} loaded")
 
     def get(self, key: Any, default: Any = None) -> Any:
-        prefix, max_length, text = key
-        self._ensure(prefix, max_length)
-        return super().get((prefix, max_length, self._digest(text)), default)
+        *parts, text = key
+        self._ensure(tuple(parts))
+        return super().get((*parts, self._digest(text)), default)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        prefix, max_length, text = key
-        self._ensure(prefix, max_length)
-        self.dirty.add((prefix, max_length))
-        super().__setitem__((prefix, max_length, self._digest(text)), value)
+        *parts, text = key
+        self._ensure(tuple(parts))
+        self.dirty.add(tuple(parts))
+        super().__setitem__((*parts, self._digest(text)), value)
 
     def save(self) -> None:
         import numpy as np
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        for prefix, max_length in sorted(self.dirty):
-            items = [(k[2], v) for k, v in self.items() if k[0] == prefix and k[1] == max_length]
-            path = self._file(prefix, max_length)
+        for parts in sorted(self.dirty, key=str):
+            items = [(k[-1], v) for k, v in self.items() if k[:-1] == parts]
+            path = self._file(parts)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(
                 tmp,
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from prompt_sentinel import features
+    from prompt_sentinel import encoders
     from prompt_sentinel.config import load_config
     from prompt_sentinel.data.loading import load_dataset
 
@@ -471,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus:
         frames["corpus"] = load_dataset(args.corpus, cfg)
     cache = DiskEmbeddingCache(Path(args.cache_dir))
-    features._EMBED_CACHE = cache  # featurization sessions keep an existing cache (and restore it afterwards)
+    encoders._EMBED_CACHE = cache  # featurization sessions keep an existing cache (and restore it afterwards)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     sets = [s for s in args.sets.split(",") if s in frames]
     jobs = []

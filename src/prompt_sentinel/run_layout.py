@@ -32,6 +32,9 @@ ALPHA_TRAJECTORY = "alpha_trajectory.json"
 ENSEMBLE_REPORT = "ensemble.json"
 ENSEMBLE_MEMBERS_DIR = "members"
 MODEL_REQUIREMENTS = "model_requirements.txt"  # logged to MLflow beside a model directory
+ONNX_DIR = "onnx"  # a transformer's ONNX exports that passed the parity gate
+ONNX_CLASSIFIER = f"{ONNX_DIR}/model.onnx"
+ONNX_CLASSIFIER_INT8 = f"{ONNX_DIR}/model.int8.onnx"
 
 # --- prepared data (validate + split) -----------------------------------------------------------------------
 CLEANED_DATA = "cleaned.csv"
