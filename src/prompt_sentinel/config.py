@@ -8,6 +8,7 @@ error names the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from prompt_sentinel import storage
 from prompt_sentinel.errors import ConfigError
+from prompt_sentinel.transforms import TRANSFORMS
 
 Severity = Literal["error", "warning", "off"]
 SECURITY_ROLES = ("benign", "suspicious", "malicious")
@@ -96,6 +98,12 @@ class DataConfig(_Section):
     label_column: str = "label"
     id_column: str = "id"
     source_column: str = "source"
+    group_column: str = Field(
+        "group",
+        description="Optional column naming each row's group (template, payload or scenario id of composed rows, as "
+        "`sentinel data assemble` writes it): rows of one group never straddle a split, a cross-validation fold or "
+        "an out-of-source fold. Unioned with the near-duplicate groups; rows without a value group by text only.",
+    )
     max_chars: int = Field(20_000, gt=0, description="Texts longer than this are a validation finding.")
     min_rows_per_class: int = Field(5, ge=1)
 
@@ -167,6 +175,13 @@ class FeaturizerConfig(_Section):
         "'use-multilingual' (Universal Sentence Encoder multilingual v3, 512-d) or 'e5-small' (multilingual-e5-small "
         "4-bit, 384-d, x86-64 Linux only). See prompt_sentinel.encoders.",
     )
+    gibberish: bool = Field(
+        False,
+        description="Append a gibberish score block (windowed surprise under a character trigram model fitted on "
+        "the benign training rows; prompt_sentinel.gibberish) to any featurizer kind: flags optimized adversarial "
+        "suffixes and encoded payloads that embeddings and TF-IDF miss.",
+    )
+    gibberish_window: int = Field(32, ge=2, description="Characters per window of the gibberish score.")
     embedding_batch_size: int = Field(64, gt=0)
     embedding_max_length: int = Field(
         256,
@@ -229,11 +244,14 @@ class DecisionTuningConfig(_Section):
     """Tuning of the critical-error costs (``DecisionConfig``) on held-out predictions at training time."""
 
     enabled: bool = Field(True, description="Tune the costs at training time (False: argmax labels).")
-    source: Literal["auto", "validation", "out_of_fold"] = Field(
+    source: Literal["auto", "validation", "out_of_fold", "out_of_source"] = Field(
         "auto",
         description="Classical models: 'validation' tunes on the refit model's predictions of the validation split "
-        "(the model that will be served), 'out_of_fold' on the CV fold models' predictions; 'auto' = validation "
-        "when a validation split is given. The transformer always uses its validation split.",
+        "(the model that will be served), 'out_of_fold' on the CV fold models' predictions; 'out_of_source' on "
+        "out-of-fold predictions of CV folds that hold out whole source families (the training data's `source` "
+        "up to '/'), so the costs are tuned for prompts unlike the training set (the hyperparameter search then "
+        "ranks candidates on those folds too); 'auto' = validation when a validation split is given. The "
+        "transformer and the ensemble always use the validation split.",
     )
     cost_grid: list[float] = Field(
         default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0],
@@ -249,6 +267,96 @@ class DecisionTuningConfig(_Section):
         if bad:
             raise ValueError(f"costs must be >= 1 (1 = as costly as any other mistake); got {bad}")
         return sorted(set(grid))
+
+
+OBFUSCATIONS = ("base64", "rot13", "leetspeak", "homoglyphs", "spaced_letters")
+
+
+class AugmentationConfig(_Section):
+    """Training-time augmentation: extra obfuscated, wrapped and suffixed copies of training rows.
+
+    Applied to the rows a model is fitted on (each cross-validation fold's training part and the final refit;
+    the transformer's training split), never to validation, test, blind or held-out rows. Which rows get a copy,
+    and which transform, is a seeded function of the text, so a row gets the same copy in every fold. Label
+    policy: an obfuscated harmful request is an obfuscated attack (malicious); a benign or malicious prompt keeps
+    its label inside a document or a code comment (indirect injection stays malicious, a pasted benign request
+    stays benign: both are taught, so "a document" is no shortcut); a random-token suffix turns a harmful
+    request into an adversarial-suffix attack (malicious) and leaves a benign one benign.
+    """
+
+    enabled: bool = Field(False, description="Add the augmented copies below to every training part.")
+    obfuscate_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Share of suspicious and malicious rows that also appear obfuscated (one of `obfuscations`), "
+        "labelled malicious.",
+    )
+    obfuscations: list[str] = Field(
+        default_factory=lambda: list(OBFUSCATIONS),
+        description="Transforms of prompt_sentinel.transforms used to obfuscate (one drawn per row).",
+    )
+    surface_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of rows of every class that also appear with random casing or punctuation noise "
+        "(label kept), so odd surface form alone is no attack signal.",
+    )
+    wrap_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of benign and malicious rows that also appear inside a benign document (e-mail, notes, "
+        "review, table) or a code comment, label kept; counters the 'long = malicious' shortcut too.",
+    )
+    suffix_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of suspicious rows that also appear with a random-token adversarial suffix (labelled "
+        "malicious), and of benign rows (label kept).",
+    )
+    crop_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of rows longer than `crop_min_chars` that also appear cropped to an 80-400 character "
+        "window (label kept), so short texts of every class are seen.",
+    )
+    crop_min_chars: int = Field(600, gt=0, description="Rows at least this long can be cropped.")
+
+    @field_validator("obfuscations")
+    @classmethod
+    def _known_transforms(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in TRANSFORMS]
+        if unknown:
+            raise ValueError(f"unknown transform(s) {unknown}; allowed: {sorted(TRANSFORMS)}")
+        if not names:
+            raise ValueError("at least one transform is required (set obfuscate_share to 0 to obfuscate nothing)")
+        return names
+
+
+class LengthBalanceConfig(_Section):
+    """Length-stratified oversampling of the training rows, against the 'long = malicious' shortcut."""
+
+    enabled: bool = Field(
+        False,
+        description="Within each length bucket, oversample (seeded duplicates) every class towards the bucket's "
+        "largest class, so the class mix no longer depends on length; training parts only, like augmentation.",
+    )
+    bucket_edges: list[int] = Field(
+        default_factory=lambda: [100, 300, 1000, 3000],
+        description="Character-length bucket boundaries (ascending).",
+    )
+    max_factor: float = Field(3.0, ge=1, description="A class grows at most this many times within a bucket.")
+
+    @field_validator("bucket_edges")
+    @classmethod
+    def _ascending(cls, edges: list[int]) -> list[int]:
+        if not edges or edges[0] <= 0 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"bucket_edges must be positive and strictly ascending, got {edges}")
+        return edges
 
 
 class EnsembleConfig(_Section):
@@ -280,6 +388,8 @@ class TrainingConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     decision_tuning: DecisionTuningConfig = Field(default_factory=DecisionTuningConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    length_balance: LengthBalanceConfig = Field(default_factory=LengthBalanceConfig)
     param_grids: dict[str, dict[str, list[Any]]] = Field(
         default_factory=dict, description="Per-model search space overriding the built-in one."
     )

@@ -203,12 +203,25 @@ def _tfidf(cfg: FeaturizerConfig) -> FeatureUnion:
     )
 
 
-def build_featurizer(cfg: FeaturizerConfig, seed: int = 42, dense: bool = False) -> BaseEstimator:
-    """A fresh (unfitted) featurizer for ``cfg.kind``.
+def build_featurizer(
+    cfg: FeaturizerConfig, seed: int = 42, dense: bool = False, benign_label: int | None = 0
+) -> BaseEstimator:
+    """A fresh (unfitted) featurizer for ``cfg.kind``, with a gibberish score block when ``cfg.gibberish``.
 
     ``dense=True`` reduces ``tfidf`` with :class:`TfidfSVD` to ``cfg.svd_components`` dims, for estimators
     that need dense input (histogram gradient boosting, MLP) — the other kinds are dense already.
+    ``benign_label``: the class whose rows the gibberish block's character model is fitted on.
     """
+    base = _base_featurizer(cfg, seed, dense)
+    if not cfg.gibberish:
+        return base
+    from prompt_sentinel.gibberish import GibberishScore
+
+    gibberish = GibberishScore(window=cfg.gibberish_window, benign_label=benign_label)
+    return FeatureUnion([("base", base), ("gibberish", gibberish)])
+
+
+def _base_featurizer(cfg: FeaturizerConfig, seed: int, dense: bool) -> BaseEstimator:
     for name in ("word_ngram_range", "char_ngram_range"):
         low, high = getattr(cfg, name)
         if not 1 <= low <= high:

@@ -111,3 +111,10 @@ class LocalRunPaths:
     @property
     def log_file(self) -> Path:
         return self.output / "logs" / "pipeline.log"
+
+
+# --- out-of-source (generalization) evaluation --------------------------------------------------------------
+GENERALIZATION = "generalization.json"  # written last: marks a complete generalization directory
+GENERALIZATION_PREDICTIONS = "generalization_predictions.csv"
+GENERALIZATION_REPORT_HTML = "generalization.html"
+GENERALIZATION_FOLDS_DIR = "fold_models"  # the fold models, when kept

@@ -49,7 +49,7 @@ def write(path: Path, records: list[dict], fmt: str) -> str:
 @pytest.mark.parametrize(("fmt", "suffix"), [("csv", ".csv"), ("jsonl", ".jsonl"), ("parquet", ".parquet")])
 def test_every_format_loads_the_same_rows(tmp_path: Path, cfg: SentinelConfig, fmt: str, suffix: str) -> None:
     df = load_dataset(write(tmp_path / f"data{suffix}", RECORDS, fmt), cfg)
-    assert list(df.columns) == ["text", "label", "id", "source", "row"]
+    assert list(df.columns) == ["text", "label", "id", "source", "group", "row"]
     assert df["text"].tolist() == [r["text"] for r in RECORDS]  # newline, quotes and "NA" survive
     assert df["label"].tolist() == [0, 1, 2, 0] and df["label"].dtype == "int64"
     assert df["id"].tolist() == ["p1", "p2", "p3", "p4"]

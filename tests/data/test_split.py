@@ -15,6 +15,7 @@ from prompt_sentinel.data.split import (
     row_groups,
     split_dataset,
     split_report,
+    union_labels,
 )
 from prompt_sentinel.errors import DataError
 from prompt_sentinel.text import dedup_key
@@ -163,3 +164,79 @@ def test_near_duplicate_variants_never_straddle_splits(cfg: SentinelConfig) -> N
     exact_only = split_dataset(df, load_config(None, ["split.near_duplicate_jaccard=1.0"]))
     owner = {row_id: name for name, frame in exact_only.items() for row_id in frame["id"]}
     assert any(len({owner[f"f{family}-{v}"] for v in range(4)}) > 1 for family in range(60))
+
+
+# --- explicit groups (the `group` column) ------------------------------------------------------------------
+
+
+def templated_frame(templates: int = 40, per_template: int = 5, seed: int = 3) -> pd.DataFrame:
+    """Rows of one template share a `group` but no words beyond the template's two: no near-duplicates."""
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(3000)]
+    rows = []
+    for t in range(templates):
+        for v in range(per_template):
+            text = f"template{t} " + " ".join(rng.sample(vocabulary, 15))
+            rows.append({"text": text, "label": t % 3, "id": f"t{t}-{v}", "source": "s/x", "group": f"tpl-{t}"})
+    for i in range(90):
+        text = " ".join(rng.sample(vocabulary, 15))
+        rows.append({"text": text, "label": i % 3, "id": f"u{i}", "source": "s/y", "group": ""})
+    return records_frame([{**r, "row": i + 2} for i, r in enumerate(rows)])
+
+
+def test_explicit_groups_keep_template_variants_in_one_split(cfg: SentinelConfig) -> None:
+    df = templated_frame()
+    assert len(set(row_groups(df["text"].tolist(), cfg.split))) == len(df)  # text alone groups nothing
+    splits = split_dataset(df, cfg)
+    owner = {row_id: name for name, frame in splits.items() for row_id in frame["id"]}
+    for t in range(40):
+        assert len({owner[f"t{t}-{v}"] for v in range(5)}) == 1, t
+    assert all("group" in frame.columns for frame in splits.values())
+    assert split_report(splits, cfg)["groups"]["explicit_groups"] == 40
+    # the same frame without the column: template variants are scattered over the splits
+    scattered = split_dataset(df.drop(columns=["group"]), cfg)
+    owner = {row_id: name for name, frame in scattered.items() for row_id in frame["id"]}
+    assert any(len({owner[f"t{t}-{v}"] for v in range(5)}) > 1 for t in range(40))
+
+
+def test_explicit_and_near_duplicate_groups_are_joined(cfg: SentinelConfig) -> None:
+    texts = [
+        "alpha beta gamma delta epsilon zeta eta theta",  # 0: group g1
+        "one two three four five six seven eight",  # 1: group g1
+        "ALPHA beta gamma delta epsilon zeta eta theta!",  # 2: a near-copy of 0, no group
+        "completely different words that share nothing else",  # 3: group g2
+        "yet another unrelated prompt about the weather today",  # 4: no group
+    ]
+    keys = row_groups(texts, cfg.split, ["g1", "g1", "", "g2", ""])
+    assert keys[0] == keys[1] == keys[2]  # the near-copy joins the explicit group transitively
+    assert len({keys[0], keys[3], keys[4]}) == 3
+    assert union_labels(4, ["a", "", "b", "a"], [None, "x", "x", ""]) == [0, 1, 1, 0]
+    with pytest.raises(DataError, match="2 labels for 3 rows"):
+        union_labels(3, ["a", "b"])
+
+
+def test_group_column_survives_the_cleaned_and_split_files(tmp_path: Path, cfg: SentinelConfig) -> None:
+    from prompt_sentinel.data.loading import frame_to_csv_bytes, load_dataset, read_data_csv
+
+    source = tmp_path / "data.csv"
+    pd.DataFrame({"text": ["=cmd|' /C calc'!A0", "hello there"], "label": [2, 0], "group": ["=tpl-1", ""]}).to_csv(
+        source, index=False
+    )
+    loaded = load_dataset(str(source), cfg)
+    assert loaded["group"].tolist() == ["=tpl-1", ""]
+    written = tmp_path / "cleaned.csv"
+    written.write_bytes(frame_to_csv_bytes(loaded))
+    assert written.read_text().splitlines()[0] == '"id","text","label","source","group","row"'
+    assert "'=tpl-1" in written.read_text()  # spreadsheet-escaped like every string column
+    for back in (read_data_csv(str(written)), load_dataset(str(written), cfg)):
+        assert back["group"].tolist() == ["=tpl-1", ""] and back["text"].tolist() == loaded["text"].tolist()
+    # a file written before the group column existed is still read as this package's own (unescaped) file
+    legacy = tmp_path / "legacy.csv"
+    legacy.write_text('"id","text","label","source","row"\n"a","\'=1+1",2,"",2\n')
+    assert load_dataset(str(legacy), cfg)["text"].tolist() == ["=1+1"]
+    assert read_data_csv(str(legacy))["group"].tolist() == [""]
+    # a configured column name
+    renamed = tmp_path / "renamed.csv"
+    pd.DataFrame({"text": ["x y z"], "label": [0], "template": ["t7"]}).to_csv(renamed, index=False)
+    other = load_config(None, ["data.group_column=template"])
+    assert load_dataset(str(renamed), other)["group"].tolist() == ["t7"]

@@ -56,12 +56,13 @@ def built() -> list[synth.SyntheticRow]:
 def test_committed_csv_loads_with_the_project_loader(path: Path) -> None:
     loaded = load_dataset(str(path), SentinelConfig())
     raw = pd.read_csv(path, keep_default_na=False)
-    # the loader keeps text/label/source, ignores the extra `group` column and loses no row
-    assert list(loaded.columns) == ["text", "label", "id", "source", "row"]
+    # the loader keeps text/label/source/group and loses no row
+    assert list(loaded.columns) == ["text", "label", "id", "source", "group", "row"]
     assert len(loaded) == len(raw) > 0
     assert loaded["text"].tolist() == raw["text"].tolist()
     assert loaded["label"].tolist() == raw["label"].tolist()
     assert loaded["source"].tolist() == raw["source"].tolist()
+    assert loaded["group"].tolist() == raw["group"].tolist()
 
 
 @pytest.mark.parametrize("path", [DEFENSIVE_CSV, ROLEPLAY_CSV], ids=["defensive", "roleplay"])

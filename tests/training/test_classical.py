@@ -414,3 +414,45 @@ def test_cross_validation_folds_refuse_a_class_that_is_one_group():
     y = np.asarray([2] * 6 + [0, 1] * 6)
     with pytest.raises(TrainingError, match=r"fold \d: its training part has too few rows of \{'malicious': 0\}"):
         cross_validation_folds(texts, y, ClassicalSettings.from_config(_cfg("training.search.cv_folds=3")))
+
+
+def test_out_of_source_cost_tuning_folds_hold_whole_families(demo_split, tmp_path):
+    from prompt_sentinel.training.classical.trainer import source_families
+
+    train, val = demo_split
+    frame = train.assign(source=[f"fam{i % 5}/part{i % 2}" for i in range(len(train))])
+    cfg = _cfg("training.search.cv_folds=3", "training.decision_tuning.source=out_of_source")
+    settings = ClassicalSettings.from_config(cfg)
+    texts, y = frame["text"].tolist(), frame["label"].to_numpy()
+    families = source_families(frame, 3)
+    for train_idx, held_idx in cross_validation_folds(texts, y, settings, families=families):
+        assert not {families[i] for i in train_idx} & {families[i] for i in held_idx}
+    result = train_classical("logreg", frame, val, cfg, tmp_path / "oos", progress=False)
+    training = json.loads((tmp_path / "oos" / "training.json").read_text())
+    # the stored costs come from the family-held-out folds, not from the validation split
+    assert training["decision_tuning"]["source"] == "3-fold out-of-fold"
+    assert training["search"]["cv_grouping"]["source_families"] == [f"fam{i}" for i in range(5)]
+    assert result.decision_tuning["rows"] == len(frame)
+    with pytest.raises(TrainingError, match=r"needs at least training.search.cv_folds=3 source families.*2: "):
+        train_classical(
+            "logreg",
+            frame.assign(source=["a/x", "b/y"] * (len(frame) // 2) + ["a/x"] * (len(frame) % 2)),
+            val,
+            cfg,
+            tmp_path / "x",
+            progress=False,
+        )
+    with pytest.raises(TrainingError, match="needs a 'source' column"):
+        train_classical("logreg", frame.drop(columns=["source"]), val, cfg, tmp_path / "y", progress=False)
+
+
+def test_explicit_groups_keep_template_variants_in_one_cv_fold(demo_split):
+    train, _ = demo_split
+    groups = [f"tpl-{i // 4}" for i in range(len(train))]  # rows 4k..4k+3 are one template's variants
+    settings = ClassicalSettings.from_config(_cfg("training.search.cv_folds=3"))
+    texts, y = train["text"].tolist(), train["label"].to_numpy()
+    fold_of = np.empty(len(y), dtype=int)
+    for k, (_, held_idx) in enumerate(cross_validation_folds(texts, y, settings, groups=groups)):
+        fold_of[held_idx] = k
+    for start in range(0, len(y), 4):
+        assert len(set(fold_of[start : start + 4])) == 1

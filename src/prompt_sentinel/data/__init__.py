@@ -2,7 +2,7 @@
 
 Public API, used by the CLI and the pipeline components:
 
-* :func:`load_dataset` — CSV / JSONL / Parquet, local or ``gs://`` → ``DataFrame[text, label, id, source, row]``
+* :func:`load_dataset` — CSV / JSONL / Parquet, local or ``gs://`` → ``DataFrame[text, label, id, source, group, row]``
 * :func:`validate_dataset` → :class:`ValidationReport`; :func:`write_validation_outputs`
 * :func:`split_dataset`, :func:`write_splits`, :func:`read_split`
 

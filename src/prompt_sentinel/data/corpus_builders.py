@@ -20,7 +20,6 @@ import base64
 import codecs
 import random
 import re
-import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from prompt_sentinel.data.near_duplicates import near_duplicate_groups
 from prompt_sentinel.data.templating import Template
 from prompt_sentinel.errors import DataError
+from prompt_sentinel.transforms import random_suffix
 
 __all__ = [
     "BUILDERS",
@@ -445,41 +445,9 @@ def _bipia_rows(
 
 # --- append_suffix (adversarial suffixes) ----------------------------------------------------------------------
 
-# Random-token suffixes imitate the shape of optimized (GCG-style) suffixes: subword fragments from several
-# languages and from code/markup, bracket and punctuation runs, odd casing, little grammar. A model trained on a
-# few dozen real suffixes memorizes the strings; seeded random ones teach the shape.
-# Words are generic on purpose (none taken from the public optimized suffixes), so a model scored on those
-# suffixes is not helped by shared vocabulary.
-_SUFFIX_WORDS = (  # noqa: SIM905 (a word list reads better as text)
-    "former Ratio given rather compose chapter parody outline quickly alike tone reverse mode plus grid Jahr "
-    "Stadt wieder zwischen während unter einer Datei Liste Hinweis Vorlage Bearbeiten Einzeln Nachweis della "
-    "sono perché dalla mientras pero desde sobre aussi avec dans leurs selon chez только когда через также "
-    "documentclass hline textbf mathbf frac lambda self def return import const function var let async await "
-    "struct impl enum match elif args kwargs null undefined tabular itemize caption Matrix Vector isomorphic "
-    "Unicode ASCII Config Router Schema Mock widget Thread tensor buffer Scope Yield Trait serde regex "
-).split()
-_SUFFIX_PUNCT = "[]{}()<>!?.,;:\"'`~@#$%^&*-_=+|\\/"
-
-
-def random_suffix(rng: random.Random, n_tokens: int) -> str:
-    """A seeded gibberish suffix of ``n_tokens`` tokens shaped like an optimized adversarial suffix."""
-    tokens: list[str] = []
-    for _ in range(n_tokens):
-        roll = rng.random()
-        if roll < 0.35:
-            token = rng.choice(_SUFFIX_WORDS)
-        elif roll < 0.6:
-            token = "".join(rng.choice(_SUFFIX_PUNCT) for _ in range(rng.randint(1, 3)))
-        elif roll < 0.85:
-            token = "".join(rng.choice(string.ascii_letters) for _ in range(rng.randint(2, 7)))
-            token = token.lower() if rng.random() < 0.5 else token.capitalize()
-        else:
-            token = rng.choice(_SUFFIX_WORDS) + "".join(rng.choice(_SUFFIX_PUNCT) for _ in range(rng.randint(1, 2)))
-        if tokens and rng.random() < 0.1:
-            tokens[-1] += token  # optimized suffixes often glue tokens together
-        else:
-            tokens.append(token)
-    return " ".join(tokens)
+# Random-token suffixes (:func:`prompt_sentinel.transforms.random_suffix`) imitate the shape of optimized
+# (GCG-style) suffixes; a model trained on a few dozen real suffixes memorizes the strings, seeded random ones teach
+# the shape.
 
 
 class AppendSuffixParams(_Params):

@@ -1,8 +1,9 @@
 """Reading labelled prompt datasets (CSV, JSONL, Parquet; local path or ``gs://``) and writing data outputs.
 
 Schema (column names come from ``cfg.data.*_column``): ``text`` (string) and ``label`` (an integer class id or
-a label name from ``cfg.labels.names``) are required; ``id`` and ``source`` are optional. Files written by
-Prompt Sentinel itself (cleaned data, splits) always use the canonical names ``text,label,id,source,row``; when
+a label name from ``cfg.labels.names``) are required; ``id``, ``source`` and ``group`` (the template / scenario id
+that keeps variants on one side of a split) are optional. Files written by Prompt Sentinel itself (cleaned data,
+splits) always use the canonical names ``id,text,label,source,group,row``; when
 a configured column is absent but its canonical name is present, the canonical column is used, so outputs can be
 read back with any config.
 
@@ -58,11 +59,13 @@ FindingSeverity = Literal["error", "warning"]
 DataFormat = Literal["csv", "jsonl", "parquet"]
 
 # Canonical columns of every DataFrame this package returns and every data file it writes.
-CANONICAL_FIELDS = ("text", "label", "id", "source")
-OUTPUT_COLUMNS = ("id", "text", "label", "source", "row")
+CANONICAL_FIELDS = ("text", "label", "id", "source", "group")
+OUTPUT_COLUMNS = ("id", "text", "label", "source", "group", "row")
+# The header of files written before the group column existed: still read as this package's own (escaped) files.
+LEGACY_OUTPUT_COLUMNS = ("id", "text", "label", "source", "row")
 REQUIRED_FIELDS = ("text", "label")
 # String columns of OUTPUT_COLUMNS: escaped for spreadsheets on writing, restored on reading.
-ESCAPED_COLUMNS = ("id", "text", "source")
+ESCAPED_COLUMNS = ("id", "text", "source", "group")
 _PLAIN_CLASS_ID = re.compile(r"[0-9]+")  # ASCII digits only: \d would also match "١" or "２"
 
 FORMAT_BY_SUFFIX: dict[str, DataFormat] = {
@@ -158,6 +161,7 @@ def _column_map(header: list[str], cfg: SentinelConfig) -> tuple[dict[str, str],
         "label": cfg.data.label_column,
         "id": cfg.data.id_column,
         "source": cfg.data.source_column,
+        "group": cfg.data.group_column,
     }
     present = set(header)
     mapping: dict[str, str] = {}
@@ -225,7 +229,7 @@ def _read_csv(table: RawTable, text: str, cfg: SentinelConfig) -> None:
                         return
                     index[canonical] = header.index(name)
                 table.columns = mapping
-                ours = header == list(OUTPUT_COLUMNS)
+                ours = tuple(header) in (OUTPUT_COLUMNS, LEGACY_OUTPUT_COLUMNS)
                 continue
             row += 1
             if len(fields) != len(header):
@@ -461,7 +465,7 @@ def optional_str(value: Any) -> str:
 
 
 def load_dataset(uri: str, cfg: SentinelConfig) -> pd.DataFrame:
-    """Read a dataset strictly into a DataFrame with columns ``text, label (int), id, source, row``.
+    """Read a dataset strictly into a DataFrame with columns ``text, label (int), id, source, group, row``.
 
     Raises :class:`DataError` when the file is missing, of unknown format, unreadable or lacks a required column,
     and :class:`DataValidationError` (listing them all) when rows have no text, an unknown label, a value of the
@@ -504,6 +508,7 @@ def load_dataset(uri: str, cfg: SentinelConfig) -> pd.DataFrame:
                 "label": label,
                 "id": optional_str(rec.values.get("id")) or default_id(table.uri, rec.row),
                 "source": optional_str(rec.values.get("source")),
+                "group": optional_str(rec.values.get("group")),
                 "row": rec.row,
             }
         )
@@ -519,16 +524,21 @@ def _column(table: RawTable, canonical: str) -> str:
 
 
 def records_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """The canonical DataFrame (``text, label, id, source, row``) with stable dtypes, also when empty."""
-    frame = pd.DataFrame(list(rows), columns=["text", "label", "id", "source", "row"])
-    return frame.astype({"text": object, "label": "int64", "id": object, "source": object, "row": "int64"})
+    """The canonical DataFrame (``text, label, id, source, group, row``) with stable dtypes, also when empty.
+
+    ``group`` is '' for rows without one (a row missing the key gets '')."""
+    frame = pd.DataFrame(list(rows), columns=["text", "label", "id", "source", "group", "row"])
+    frame["group"] = frame["group"].fillna("")
+    return frame.astype(
+        {"text": object, "label": "int64", "id": object, "source": object, "group": object, "row": "int64"}
+    )
 
 
 # --- writing ------------------------------------------------------------------------------------------------
 
 
 def frame_to_csv_bytes(df: pd.DataFrame) -> bytes:
-    """Serialize a canonical DataFrame as UTF-8 CSV with the columns ``id,text,label,source,row``.
+    """Serialize a canonical DataFrame as UTF-8 CSV with the columns ``id,text,label,source,group,row``.
 
     Spreadsheet-safe: ``id``, ``text`` and ``source`` cells that a spreadsheet would run as a formula get a
     leading ``'`` (:mod:`prompt_sentinel.data.spreadsheet_safe`); :func:`read_data_csv` restores them.
@@ -539,6 +549,7 @@ def frame_to_csv_bytes(df: pd.DataFrame) -> bytes:
     out = df.reindex(columns=list(OUTPUT_COLUMNS))
     out["id"] = out["id"].fillna("").astype(str)
     out["source"] = out["source"].fillna("").astype(str)
+    out["group"] = out["group"].fillna("").astype(str)
     out["row"] = out["row"].fillna(0).astype("int64")
     out["label"] = out["label"].astype("int64")
     for column in ESCAPED_COLUMNS:
@@ -581,6 +592,7 @@ def read_data_csv(uri: str) -> pd.DataFrame:
             "label": labels,
             "id": frame["id"] if "id" in frame else [default_id(uri, i + 2) for i in range(len(frame))],
             "source": frame.get("source", ""),
+            "group": frame.get("group", ""),
             "row": frame["row"].replace("", "0").astype("int64") if "row" in frame else range(2, len(frame) + 2),
         }
     )

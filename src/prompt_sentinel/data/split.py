@@ -1,8 +1,10 @@
 """A seeded, stratified, group-aware train/validation/test split (run by :mod:`prompt_sentinel.stages.prepare`).
 
 Near-duplicate texts form a group (:func:`prompt_sentinel.data.near_duplicates.near_duplicate_groups`: word
-shingle Jaccard >= ``split.near_duplicate_jaccard``, exact duplicates included), and a group always lands in one
-split, so a model is never validated or tested on a near-copy of a training prompt. Groups are assigned class
+shingle Jaccard >= ``split.near_duplicate_jaccard``, exact duplicates included), joined with the rows sharing an
+explicit ``group`` value (a template or scenario id of composed rows, ``data.group_column``), and a group always
+lands in one split, so a model is never validated or tested on a near-copy or a template variant of a training
+prompt. Groups are assigned class
 by class: each class's groups are put in a seeded order (larger groups first, so they cannot overshoot a small
 split late), and each goes to the split furthest below its target share for that class. The result depends on
 the seed and the data, not on the row order.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,19 +80,52 @@ def assign_groups(keys: list[str], labels: list[int], ratios: dict[str, float], 
     return assignment
 
 
-def row_groups(texts: list[str], settings: SplitConfig) -> list[str]:
-    """The near-duplicate group of each text under the split's grouping settings (splits and CV folds).
+def union_labels(size: int, *labelings: Sequence[Hashable]) -> list[int]:
+    """Connected components of rows that share a label in any of ``labelings`` (one label per row each; a label
+    of ``None`` or ``''`` joins nothing): a group id per row, the smallest row index of its component."""
+    parent = list(range(size))
 
-    A group is named by the smallest dedup key among its members, so the names, and hence the split, do not
-    depend on the row order.
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for labels in labelings:
+        if len(labels) != size:
+            raise DataError(f"union_labels: {len(labels)} labels for {size} rows")
+        first: dict[Hashable, int] = {}
+        for i, label in enumerate(labels):
+            if label is None or label == "":
+                continue
+            a, b = find(first.setdefault(label, i)), find(i)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [find(i) for i in range(size)]
+
+
+def row_groups(texts: list[str], settings: SplitConfig, explicit: Sequence[str] | None = None) -> list[str]:
+    """The group of each text under the split's grouping settings (splits, CV folds, out-of-source folds).
+
+    Near-duplicate groups, joined with the rows sharing an ``explicit`` group value (the ``group`` column; ''
+    for none), transitively: a template's variants and a near-copy of one of them are one group. A group is named
+    by the smallest dedup key among its members, so the names, and hence the split, do not depend on the row
+    order.
     """
-    ids = near_duplicate_groups(texts, settings.near_duplicate_jaccard, settings.shingle_words)
+    near = near_duplicate_groups(texts, settings.near_duplicate_jaccard, settings.shingle_words)
+    ids = union_labels(len(texts), near, explicit) if explicit is not None else near
     names: dict[int, str] = {}
     for group, text in zip(ids, texts, strict=True):
         key = group_key(text)
         if group not in names or key < names[group]:
             names[group] = key
     return [names[group] for group in ids]
+
+
+def frame_groups(df: pd.DataFrame, settings: SplitConfig) -> list[str]:
+    """:func:`row_groups` of a canonical frame, with its ``group`` column when it has one."""
+    explicit = df["group"].fillna("").astype(str).tolist() if "group" in df.columns else None
+    return row_groups(df["text"].tolist(), settings, explicit)
 
 
 def split_dataset(
@@ -105,7 +140,7 @@ def split_dataset(
     check_labelled_frame(df, cfg.labels, "split_dataset")
     if group_keys is not None and len(group_keys) != len(df):
         raise DataError(f"split_dataset: {len(group_keys)} group keys for {len(df)} rows")
-    keys = list(group_keys) if group_keys is not None else row_groups(df["text"].tolist(), cfg.split)
+    keys = list(group_keys) if group_keys is not None else frame_groups(df, cfg.split)
     labels = [int(x) for x in df["label"]]
     ratios = {s: float(getattr(cfg.split, s)) for s in SPLIT_NAMES}
     assignment = assign_groups(keys, labels, ratios, cfg.seed)
@@ -148,9 +183,13 @@ def split_report(
     """
     counts = split_counts(sets, cfg)
     if group_keys is None:
-        group_keys = row_groups([t for n, f in sets.items() if n in SPLIT_NAMES for t in f["text"]], cfg.split)
+        parts = [f for n, f in sets.items() if n in SPLIT_NAMES]
+        group_keys = frame_groups(pd.concat(parts, ignore_index=True), cfg.split) if parts else []
     group_sizes = Counter(group_keys)
     multi = [n for n in group_sizes.values() if n > 1]
+    explicit = {
+        g for n, f in sets.items() if n in SPLIT_NAMES and "group" in f.columns for g in f["group"].fillna("") if g
+    }
     return {
         "seed": cfg.seed,
         "ratios": {s: getattr(cfg.split, s) for s in SPLIT_NAMES},
@@ -166,6 +205,7 @@ def split_report(
             "total": len(group_sizes),
             "near_duplicate_groups": len(multi),
             "rows_in_near_duplicate_groups": int(sum(multi)),
+            "explicit_groups": len(explicit),
         },
         **extra,
     }
@@ -200,6 +240,6 @@ def write_splits(
 
 
 def read_split(path: str | Path, name: str | None = None) -> pd.DataFrame:
-    """Read a split file (``text, label, id, source, row``); with ``name``, ``path`` is the split directory."""
+    """Read a split file (``text, label, id, source, group, row``); with ``name``, ``path`` is the split directory."""
     uri = storage.join(str(path), split_file(name)) if name else str(path)
     return read_data_csv(uri)

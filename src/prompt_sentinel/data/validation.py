@@ -57,7 +57,7 @@ from prompt_sentinel.run_layout import (
 from prompt_sentinel.text import normalize_text
 
 NO_ROWS = "no_rows"
-_ROW_FIELDS = ("text", "label", "id", "source")
+_ROW_FIELDS = ("text", "label", "id", "source", "group")
 _MAX_OTHERS_NAMED = 5
 # Unicode category Cc is exactly these ranges; tab, newline and carriage return are allowed (the same rule as
 # prompt_sentinel.text.has_control_characters, as a regex so each character found can be named).
@@ -221,6 +221,7 @@ class _Checker:
             "label": self.cfg.data.label_column,
             "id": self.cfg.data.id_column,
             "source": self.cfg.data.source_column,
+            "group": self.cfg.data.group_column,
         }
         return self.table.columns.get(canonical, defaults[canonical])
 
@@ -423,6 +424,7 @@ def validate_dataset(
                 "label": r.label,
                 "id": optional_str(r.rec.values.get("id")) or default_id(uri, r.rec.row),
                 "source": optional_str(r.rec.values.get("source")),
+                "group": optional_str(r.rec.values.get("group")),
                 "row": r.rec.row,
             }
             for r in rows

@@ -157,3 +157,46 @@ def stored_or_new_charts(evaluation: dict[str, Any]) -> dict[str, bytes]:
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def family_accuracy_png(families: Sequence[dict[str, Any]], title: str) -> bytes:
+    """Out-of-source accuracy per held-out source family (worst at the top), critical errors marked in red."""
+    rows = list(families)
+    fig = _figure(7, max(2.5, 0.28 * len(rows) + 1.2))
+    ax = fig.add_subplot()
+    names = [f"{r['family']} ({r['rows']})" for r in rows]
+    y = np.arange(len(rows))[::-1]
+    accuracy = [r["accuracy"] for r in rows]
+    critical = [(r["false_alarms"] + r["missed_threats"]) / max(r["rows"], 1) for r in rows]
+    ax.barh(y, accuracy, color="#4a7fb5", label="accuracy")
+    ax.barh(y, critical, color="#c0392b", label="critical errors (share of rows)")
+    ax.set_yticks(y, names, fontsize="small")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the family's prompts")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    return _png(fig)
+
+
+def length_bucket_png(buckets: Sequence[dict[str, Any]], title: str) -> bytes:
+    """Accuracy, macro F1 and the critical error rates per prompt-length bucket."""
+    rows = [b for b in buckets if b["rows"]]
+    fig = _figure(6, 3.6)
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    series = (
+        ("accuracy", "accuracy"),
+        ("macro_f1", "macro F1 (classes present)"),
+        ("false_alarm_rate", "P(benign → malicious)"),
+        ("missed_threat_rate", "P(malicious → benign)"),
+    )
+    width = 0.8 / len(series)
+    for k, (key, label) in enumerate(series):
+        values = [r.get(key) if r.get(key) is not None else 0.0 for r in rows]
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(x, [f"{r['bucket']}\n(n={r['rows']})" for r in rows], fontsize="small")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("prompt length (characters)")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize="x-small")
+    return _png(fig)

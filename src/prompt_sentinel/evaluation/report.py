@@ -163,6 +163,7 @@ block at P(malicious) &ge; {{ m.ev.decision.block_threshold }}, review at P(non-
 <td>{{ fmt(x.confidence) }}</td><td class="text">{{ x.text }}</td></tr>{% endfor %}</table>
 </section>
 {% endfor %}
+{% for section in generalization %}{{ section }}{% endfor %}
 </body></html>
 """
 
@@ -180,10 +181,19 @@ def _fmt(value: Any) -> str:
 
 
 def render_report(
-    evaluations: Sequence[dict[str, Any]], selection: SelectionResult | None, out_html: str | Path
+    evaluations: Sequence[dict[str, Any]],
+    selection: SelectionResult | None,
+    out_html: str | Path,
+    generalization: Sequence[dict[str, Any]] = (),
 ) -> str:
-    """Write one self-contained HTML report (images embedded as base64 data URIs); returns its path."""
+    """Write one self-contained HTML report (images embedded as base64 data URIs); returns its path.
+
+    ``generalization``: out-of-source reports (``generalization.json`` contents) shown as sections at the end.
+    """
     import jinja2
+    from markupsafe import Markup
+
+    from prompt_sentinel.evaluation.generalization import render_section
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     template = env.from_string(_TEMPLATE)
@@ -214,6 +224,7 @@ def render_report(
         models=models,
         headline=_HEADLINE,
         fmt=_fmt,
+        generalization=[Markup(render_section(report)) for report in generalization],  # autoescaped inside
     )
     storage.write_text(str(out_html), html)
     return str(out_html)

@@ -24,7 +24,7 @@ import pandas as pd
 from prompt_sentinel import storage
 from prompt_sentinel.config import SentinelConfig
 from prompt_sentinel.data.loading import read_data_csv
-from prompt_sentinel.data.split import assert_no_leak, row_groups, split_dataset, write_splits
+from prompt_sentinel.data.split import assert_no_leak, frame_groups, split_dataset, write_splits
 from prompt_sentinel.data.validation import ValidationReport, validate_dataset, write_validation_outputs
 from prompt_sentinel.errors import DataValidationError
 from prompt_sentinel.run_layout import (
@@ -103,7 +103,7 @@ def split(cleaned_dir: str | Path, cfg: SentinelConfig, out_dir: str | Path) -> 
     """Split ``<cleaned_dir>/data/cleaned.csv`` per ``cfg.split`` and ``cfg.seed``; the blind set rides along."""
     root = Path(cleaned_dir)
     data = read_data_csv(str(root / DATASET_DIR / CLEANED_DATA))
-    group_keys = row_groups(data["text"].tolist(), cfg.split)  # once, for the split and its report
+    group_keys = frame_groups(data, cfg.split)  # once, for the split and its report
     sets: dict[str, pd.DataFrame] = dict(split_dataset(data, cfg, group_keys))
     blind_csv = root / BLIND / CLEANED_DATA
     if blind_csv.is_file():

@@ -4,9 +4,12 @@ Per model (``train_model(ClassicalTrainer(name, settings), train, validation, ..
 
 1. ``check`` validates everything up front (model name, search space, labels present, rows per class vs. folds),
    so bad input fails before any work and leaves no artifact;
-2. ``fit`` searches hyperparameters (random or grid, stratified k-fold with near-duplicate groups kept in one
-   fold) scored by the security custom score. Each fold fits the featurizer on its training part once, balances
-   that part only (:func:`~prompt_sentinel.training.balance.balance_features`), and fits every candidate on it —
+2. ``fit`` searches hyperparameters (random or grid, stratified k-fold with near-duplicate and explicit groups
+   kept in one fold; whole source families per fold with ``decision_tuning.source='out_of_source'``) scored by the
+   security custom score. Each fold augments its training part
+   (:func:`~prompt_sentinel.training.augmentation.prepare_training_rows`, when switched on), fits the featurizer on
+   it once, balances that part only (:func:`~prompt_sentinel.training.balance.balance_features`), and fits every
+   candidate on it —
    equivalent to an imblearn ``Pipeline(featurizer, sampler, estimator)`` in a ``GridSearchCV`` but without
    refitting TF-IDF / re-embedding per candidate; then it refits the best candidate on the full (balanced)
    training split and predicts the validation split;
@@ -43,7 +46,7 @@ from prompt_sentinel.config import (
     SplitConfig,
     TrainingConfig,
 )
-from prompt_sentinel.data.split import row_groups
+from prompt_sentinel.data.split import row_groups, union_labels
 from prompt_sentinel.decision import CostTuning, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
@@ -52,6 +55,7 @@ from prompt_sentinel.metrics import custom_score, macro_f1
 from prompt_sentinel.models.base import ModelDescriptor
 from prompt_sentinel.models.sklearn import probabilities_by_class_id, save_sklearn_estimator
 from prompt_sentinel.run_layout import CV_RESULTS, PARAMS
+from prompt_sentinel.training.augmentation import prepare_training_rows
 from prompt_sentinel.training.balance import (
     balance_features,
     balanced_sample_weight,
@@ -140,15 +144,23 @@ def fit_estimator(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarr
 
 
 def cross_validation_folds(
-    texts: list[str], y: np.ndarray, settings: ClassicalSettings
+    texts: list[str],
+    y: np.ndarray,
+    settings: ClassicalSettings,
+    groups: list[str] | None = None,
+    families: list[str] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold splits that keep each near-duplicate group in one fold (the split stage's grouping).
+    """Stratified k-fold splits that keep each near-duplicate group, each explicit ``groups`` value and (when
+    given) each source family in one fold.
 
     Without the groups, a held-out fold holds near-copies of its training rows (template variants), so the
-    out-of-fold scores that rank candidates and tune the decision costs would be optimistic.
+    out-of-fold scores that rank candidates and tune the decision costs would be optimistic. With ``families``
+    every out-of-fold prediction comes from a model that saw nothing of that row's source family.
     """
     folds = settings.training.search.cv_folds
-    groups = row_groups(texts, settings.split)
+    groups = row_groups(texts, settings.split, groups)
+    if families is not None:
+        groups = [str(g) for g in union_labels(len(texts), groups, families)]
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
     try:
         splits = list(splitter.split(np.zeros(len(y)), y, groups))
@@ -168,6 +180,24 @@ def cross_validation_folds(
                 f"or raise split.near_duplicate_jaccard (now {settings.split.near_duplicate_jaccard})"
             )
     return splits
+
+
+def source_families(train: pd.DataFrame, folds: int) -> list[str]:
+    """Each training row's source family (``source`` up to the first ``/``), for folds that hold out whole
+    families; :class:`TrainingError` when there are fewer families than folds."""
+    if "source" not in train.columns:
+        raise TrainingError(
+            "training.decision_tuning.source='out_of_source' needs a 'source' column in the training data "
+            "(the family of each row: the part before '/'); use 'auto' for data without one"
+        )
+    families = [str(s).split("/", 1)[0].strip() for s in train["source"].fillna("")]
+    distinct = sorted(set(families) - {""})
+    if len(set(families)) < folds or not distinct:
+        raise TrainingError(
+            f"training.decision_tuning.source='out_of_source' needs at least training.search.cv_folds={folds} "
+            f"source families in the training data; it has {len(distinct)}: {distinct[:10]}"
+        )
+    return families
 
 
 def calibration_folds(y: np.ndarray) -> int:
@@ -196,6 +226,8 @@ def run_search(
     make_featurizer: Callable[[], Any],
     params_list: list[dict[str, Any]],
     progress: bool = False,
+    groups: list[str] | None = None,
+    families: list[str] | None = None,
 ) -> SearchResult:
     """Stratified, near-duplicate-grouped k-fold search; per fold: fit featurizer, balance the training part only,
     fit candidates.
@@ -207,7 +239,7 @@ def run_search(
     """
     started = time.perf_counter()
     folds = settings.training.search.cv_folds
-    fold_splits = cross_validation_folds(texts, y, settings)
+    fold_splits = cross_validation_folds(texts, y, settings, groups, families)
     labels = settings.labels
     roles = labels.roles
     n_classes = labels.num_classes
@@ -225,17 +257,26 @@ def run_search(
         bar = tqdm(total=len(params_list) * folds, desc=f"search {spec.name}", unit="fit")
     try:
         for k, (train_idx, val_idx) in enumerate(fold_splits):
+            # Only the fold's training part is augmented and balanced; the held-out part is scored as it is.
+            fold_texts, fold_y, rows = prepare_training_rows(
+                list(text_arr[train_idx]),
+                y[train_idx],
+                settings.training.augmentation,
+                settings.training.length_balance,
+                labels,
+                settings.seed,
+            )
             featurizer = make_featurizer()
-            X_fold = featurizer.fit_transform(list(text_arr[train_idx]), y[train_idx])
+            X_fold = featurizer.fit_transform(fold_texts, fold_y)
             X_hold = featurizer.transform(list(text_arr[val_idx]))
-            # Only the fold's training part is balanced; the held-out part is scored as it is.
-            X_bal, y_bal, report = balance_features(X_fold, y[train_idx], settings.balance, labels, settings.seed)
+            X_bal, y_bal, report = balance_features(X_fold, fold_y, settings.balance, labels, settings.seed)
             weights = balanced_sample_weight(y_bal) if report.applied == "class_weight" else None
             ctx = BuildContext(settings.seed, calibration_folds(y_bal))
             fold_records.append(
                 {
                     "fold": k,
                     "train_rows": len(train_idx),
+                    "train_rows_after_augmentation": rows.rows_out,
                     "train_rows_after_balance": len(y_bal),
                     "validation_rows": len(val_idx),
                     "validation_counts": class_counts(y[val_idx], labels),
@@ -328,6 +369,8 @@ class _Prepared:
     params_list: list[dict[str, Any]]
     texts: list[str]
     y: np.ndarray
+    groups: list[str] | None = None  # the training frame's explicit groups (its `group` column)
+    families: list[str] | None = None  # source families, when the costs are tuned out of source
     val_texts: list[str] = field(default_factory=list)
     y_val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     has_validation: bool = False
@@ -376,12 +419,14 @@ class ClassicalTrainer:
             raise TrainingError(
                 "training.decision_tuning.source='validation' needs validation data; pass it or use source 'auto'"
             )
+        groups = train["group"].fillna("").astype(str).tolist() if "group" in train.columns else None
+        families = source_families(train, s.training.search.cv_folds) if tuning.source == "out_of_source" else None
         try:
             check_sampling_targets(y, s.balance, s.labels)
         except ConfigError as exc:
             raise TrainingError(str(exc)) from exc
         dense = spec.dense_only and is_sparse_kind(featurizer.kind)
-        prepared = _Prepared(spec, featurizer, dense, space, params_list, texts, y)
+        prepared = _Prepared(spec, featurizer, dense, space, params_list, texts, y, groups, families)
         if validation is not None:
             prepared.val_texts, prepared.y_val = labelled_texts(validation, "validation data", s.labels)
             prepared.has_validation = True
@@ -400,7 +445,7 @@ class ClassicalTrainer:
         kind = p.featurizer.kind
 
         def make_featurizer() -> Any:
-            return build_featurizer(p.featurizer, seed=s.seed, dense=p.dense)
+            return build_featurizer(p.featurizer, seed=s.seed, dense=p.dense, benign_label=s.labels.roles.benign)
 
         with featurization_session(
             cache=not is_sparse_kind(kind), progress=progress, disk_cache=embedding_cache_dir(s.inference)
@@ -412,11 +457,24 @@ class ClassicalTrainer:
                 kind,
                 len(p.params_list),
             )
-            search = run_search(p.spec, p.texts, p.y, s, make_featurizer, p.params_list, progress=progress)
+            search = run_search(
+                p.spec,
+                p.texts,
+                p.y,
+                s,
+                make_featurizer,
+                p.params_list,
+                progress=progress,
+                groups=p.groups,
+                families=p.families,
+            )
             refit_started = time.perf_counter()
+            fit_texts, fit_y, rows = prepare_training_rows(
+                p.texts, p.y, s.training.augmentation, s.training.length_balance, s.labels, s.seed
+            )
             featurizer = make_featurizer()
-            X = featurizer.fit_transform(p.texts, p.y)
-            X_bal, y_bal, report = balance_features(X, p.y, s.balance, s.labels, s.seed)
+            X = featurizer.fit_transform(fit_texts, fit_y)
+            X_bal, y_bal, report = balance_features(X, fit_y, s.balance, s.labels, s.seed)
             weights = balanced_sample_weight(y_bal) if report.applied == "class_weight" else None
             estimator = p.spec.build(search.best_params, BuildContext(s.seed, calibration_folds(y_bal)))
             fit_estimator(estimator, X_bal, y_bal, weights)
@@ -427,9 +485,11 @@ class ClassicalTrainer:
         # The costs the artifact stores: tuned on the refit model's validation predictions when there are any
         # (source 'auto'/'validation'): fold models see less data, are less sure of themselves, and on small data
         # their out-of-fold predictions ask for costs too aggressive for the model that is actually served.
-        # Out-of-fold costs otherwise, or when asked for.
+        # Out-of-fold costs otherwise, or when asked for ('out_of_source': the folds held out whole source families).
         held_out = HeldOut(p.y_val, val_proba, "validation") if val_proba is not None else None
-        own_tuning = search.decision_tuning if s.training.decision_tuning.source == "out_of_fold" else None
+        own_tuning = (
+            search.decision_tuning if s.training.decision_tuning.source in ("out_of_fold", "out_of_source") else None
+        )
         best_params = jsonable(search.best_params)
         training_report = {
             "model_type": self.model_type,
@@ -451,6 +511,7 @@ class ClassicalTrainer:
                 "validation": class_counts(p.y_val, s.labels) if p.has_validation else None,
             },
             "balance": report.to_dict(),
+            "training_rows": rows.to_dict(),
             "search": {
                 "strategy": s.training.search.strategy,
                 "space": jsonable(p.space),
@@ -459,6 +520,8 @@ class ClassicalTrainer:
                 "cv_grouping": {
                     "near_duplicate_jaccard": s.split.near_duplicate_jaccard,
                     "shingle_words": s.split.shingle_words,
+                    "explicit_groups": p.groups is not None,
+                    "source_families": sorted(set(p.families)) if p.families is not None else None,
                 },
                 "scoring": "custom_score",
                 "best_params": best_params,

@@ -42,9 +42,11 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from prompt_sentinel.config import (
+    AugmentationConfig,
     DecisionTuningConfig,
     InferenceConfig,
     LabelConfig,
+    LengthBalanceConfig,
     SentinelConfig,
     TransformerConfig,
 )
@@ -57,6 +59,7 @@ from prompt_sentinel.models.base import ModelDescriptor
 from prompt_sentinel.models.transformer import effective_max_length, length_buckets, quiet_transformers
 from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, METRICS_HISTORY, ONNX_DIR, SAFETENSORS_WEIGHTS, TRAINING_ARGS
 from prompt_sentinel.training import tracking
+from prompt_sentinel.training.augmentation import prepare_training_rows
 from prompt_sentinel.training.base import Fitted, TrainingContext, TrainResult, labelled_texts, train_model
 from prompt_sentinel.training.transformer.checkpoints import CheckpointStore, resolve_checkpoint
 from prompt_sentinel.training.transformer.controller import AlphaController
@@ -336,6 +339,10 @@ def _plan(
 ) -> _Plan:
     tcfg, n_classes = settings.transformer, settings.labels.num_classes
     train_texts, train_labels = _prepare_frame(train_df, "training", settings.labels)
+    # the training split only: validation rows drive early stopping and the costs as they are
+    train_texts, train_labels, _ = prepare_training_rows(
+        train_texts, train_labels, settings.augmentation, settings.length_balance, settings.labels, settings.seed
+    )
     val_texts, val_labels = _prepare_frame(val_df, "validation", settings.labels)
     absent = sorted(set(range(n_classes)) - set(train_labels.tolist()))
     if absent:
@@ -655,10 +662,21 @@ class TransformerSettings:
     decision_tuning: DecisionTuningConfig
     seed: int
     inference: InferenceConfig = field(default_factory=InferenceConfig)  # ONNX export + parity at training time
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    length_balance: LengthBalanceConfig = field(default_factory=LengthBalanceConfig)
 
     @classmethod
     def from_config(cls, cfg: SentinelConfig) -> TransformerSettings:
-        return cls(cfg.labels, cfg.transformer, cfg.training.decision_tuning, cfg.seed, cfg.inference)
+        training = cfg.training
+        return cls(
+            cfg.labels,
+            cfg.transformer,
+            training.decision_tuning,
+            cfg.seed,
+            cfg.inference,
+            training.augmentation,
+            training.length_balance,
+        )
 
 
 class TransformerTrainer:
