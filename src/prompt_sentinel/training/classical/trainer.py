@@ -57,7 +57,8 @@ from prompt_sentinel.training.balance import (
 )
 from prompt_sentinel.training.base import Fitted, HeldOut, TrainingContext, TrainResult, labelled_texts, train_model
 from prompt_sentinel.training.classical.estimators import BuildContext, ModelSpec, model_spec
-from prompt_sentinel.training.classical.search_space import candidates, search_space
+from prompt_sentinel.training.classical.search_space import candidates, optuna_space, search_space
+from prompt_sentinel.training.folds import merge_source_families
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class SearchResult:
     seconds: float
     # the winner's critical-error costs, tuned on its out-of-fold probabilities (None: tuning disabled)
     decision_tuning: CostTuning | None = None
+    study: dict[str, Any] | None = None  # the Optuna study's summary (strategy optuna)
 
 
 def fit_estimator(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
@@ -135,15 +137,20 @@ def fit_estimator(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarr
 
 
 def cross_validation_folds(
-    texts: list[str], y: np.ndarray, settings: ClassicalSettings
+    texts: list[str], y: np.ndarray, settings: ClassicalSettings, sources: list[str] | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold splits that keep each near-duplicate group in one fold (the split stage's grouping).
 
     Without the groups, a held-out fold holds near-copies of its training rows (template variants), so the
-    out-of-fold scores that rank candidates and tune the decision costs would be optimistic.
+    out-of-fold scores that rank candidates and tune the decision costs would be optimistic. With
+    ``training.search.group_by_source_family`` and ``sources``, whole source families stay in one fold too.
     """
     folds = settings.training.search.cv_folds
     groups = row_groups(texts, settings.split)
+    if settings.training.search.group_by_source_family:
+        if sources is None:
+            raise TrainingError("training.search.group_by_source_family needs a 'source' column in the training data")
+        groups = merge_source_families(groups, sources)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
     try:
         splits = list(splitter.split(np.zeros(len(y)), y, groups))
@@ -183,6 +190,49 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+@dataclass
+class FoldData:
+    """One CV fold's features, fitted once and shared by every candidate scored on it."""
+
+    X_train: Any  # the fold's training part, featurized and balanced
+    y_train: np.ndarray
+    weights: np.ndarray | None
+    X_held: Any
+    held_idx: np.ndarray
+    build: BuildContext
+    record: dict[str, Any]
+
+
+def prepare_fold(
+    k: int,
+    train_idx: np.ndarray,
+    held_idx: np.ndarray,
+    text_arr: np.ndarray,
+    y: np.ndarray,
+    settings: ClassicalSettings,
+    make_featurizer: Callable[[], Any],
+) -> FoldData:
+    """Fit the featurizer on the fold's training part, transform both parts, balance the training part only."""
+    labels = settings.labels
+    featurizer = make_featurizer()
+    X_fold = featurizer.fit_transform(list(text_arr[train_idx]), y[train_idx])
+    X_hold = featurizer.transform(list(text_arr[held_idx]))
+    # Only the fold's training part is balanced; the held-out part is scored as it is.
+    X_bal, y_bal, report = balance_features(X_fold, y[train_idx], settings.balance, labels, settings.seed)
+    weights = balanced_sample_weight(y_bal) if report.applied == "class_weight" else None
+    record = {
+        "fold": k,
+        "train_rows": len(train_idx),
+        "train_rows_after_balance": len(y_bal),
+        "validation_rows": len(held_idx),
+        "validation_counts": class_counts(y[held_idx], labels),
+        "balance": report.to_dict(),
+    }
+    return FoldData(
+        X_bal, y_bal, weights, X_hold, held_idx, BuildContext(settings.seed, calibration_folds(y_bal)), record
+    )
+
+
 def run_search(
     spec: ModelSpec,
     texts: list[str],
@@ -191,6 +241,7 @@ def run_search(
     make_featurizer: Callable[[], Any],
     params_list: list[dict[str, Any]],
     progress: bool = False,
+    sources: list[str] | None = None,
 ) -> SearchResult:
     """Stratified, near-duplicate-grouped k-fold search; per fold: fit featurizer, balance the training part only,
     fit candidates.
@@ -202,7 +253,7 @@ def run_search(
     """
     started = time.perf_counter()
     folds = settings.training.search.cv_folds
-    fold_splits = cross_validation_folds(texts, y, settings)
+    fold_splits = cross_validation_folds(texts, y, settings, sources)
     labels = settings.labels
     roles = labels.roles
     n_classes = labels.num_classes
@@ -220,29 +271,14 @@ def run_search(
         bar = tqdm(total=len(params_list) * folds, desc=f"search {spec.name}", unit="fit")
     try:
         for k, (train_idx, val_idx) in enumerate(fold_splits):
-            featurizer = make_featurizer()
-            X_fold = featurizer.fit_transform(list(text_arr[train_idx]), y[train_idx])
-            X_hold = featurizer.transform(list(text_arr[val_idx]))
-            # Only the fold's training part is balanced; the held-out part is scored as it is.
-            X_bal, y_bal, report = balance_features(X_fold, y[train_idx], settings.balance, labels, settings.seed)
-            weights = balanced_sample_weight(y_bal) if report.applied == "class_weight" else None
-            ctx = BuildContext(settings.seed, calibration_folds(y_bal))
-            fold_records.append(
-                {
-                    "fold": k,
-                    "train_rows": len(train_idx),
-                    "train_rows_after_balance": len(y_bal),
-                    "validation_rows": len(val_idx),
-                    "validation_counts": class_counts(y[val_idx], labels),
-                    "balance": report.to_dict(),
-                }
-            )
+            fold = prepare_fold(k, train_idx, val_idx, text_arr, y, settings, make_featurizer)
+            fold_records.append(fold.record)
             for i, params in enumerate(params_list):
-                estimator = spec.build(params, ctx)
+                estimator = spec.build(params, fold.build)
                 t0 = time.perf_counter()
-                fit_estimator(estimator, X_bal, y_bal, weights)
+                fit_estimator(estimator, fold.X_train, fold.y_train, fold.weights)
                 fit_times[i, k] = time.perf_counter() - t0
-                proba = class_probabilities(estimator, X_hold, n_classes)
+                proba = class_probabilities(estimator, fold.X_held, n_classes)
                 oof[i, val_idx] = proba
                 pred = proba.argmax(axis=1)
                 scores[i, k] = custom_score(y[val_idx], pred, roles, n_classes)
@@ -326,6 +362,9 @@ class _Prepared:
     val_texts: list[str] = field(default_factory=list)
     y_val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     has_validation: bool = False
+    sources: list[str] | None = None  # the training rows' sources (CV folds by source family)
+    optuna_space: dict[str, Any] | None = None  # strategy optuna: the validated ranges
+    study_name: str | None = None
 
 
 class ClassicalTrainer:
@@ -362,10 +401,22 @@ class ClassicalTrainer:
                 self.model_type,
                 s.featurizer.kind,
             )
+        search = s.training.search
         space = search_space(self.model_type, s.training)
-        params_list = candidates(space, s.training.search, s.seed)
+        ranges = None
+        if search.strategy == "optuna":
+            from prompt_sentinel.training.optuna_search import check_settings
+
+            ranges = optuna_space(self.model_type, search)
+            check_settings(search.optuna, ranges)
+            params_list: list[dict[str, Any]] = []
+        else:
+            params_list = candidates(space, search, s.seed)
         texts, y = labelled_texts(train, "training data", s.labels)
-        check_training_data(y, s.labels, s.training.search.cv_folds)
+        check_training_data(y, s.labels, search.cv_folds)
+        sources = [str(v) for v in train["source"].fillna("")] if "source" in train.columns else None
+        if search.group_by_source_family and sources is None:
+            raise TrainingError("training.search.group_by_source_family needs a 'source' column in the training data")
         tuning = s.training.decision_tuning
         if tuning.enabled and tuning.source == "validation" and validation is None:
             raise TrainingError(
@@ -376,7 +427,15 @@ class ClassicalTrainer:
         except ConfigError as exc:
             raise TrainingError(str(exc)) from exc
         dense = spec.dense_only and is_sparse_kind(featurizer.kind)
-        prepared = _Prepared(spec, featurizer, dense, space, params_list, texts, y)
+        prepared = _Prepared(spec, featurizer, dense, space, params_list, texts, y, sources=sources)
+        if ranges is not None:
+            from prompt_sentinel.training.optuna_search import default_study_name
+            from prompt_sentinel.training.tracking import dataset_sha256
+
+            prepared.optuna_space = ranges
+            prepared.study_name = search.optuna.study_name or default_study_name(
+                f"{self.model_type}-{featurizer.kind}", dataset_sha256(train)
+            )
         if validation is not None:
             prepared.val_texts, prepared.y_val = labelled_texts(validation, "validation data", s.labels)
             prepared.has_validation = True
@@ -398,14 +457,39 @@ class ClassicalTrainer:
             return build_featurizer(p.featurizer, seed=s.seed, dense=p.dense)
 
         with featurization_session(cache=not is_sparse_kind(kind), progress=progress):
-            log.info(
-                "training %s on %d rows (%s features, %d candidates)",
-                self.model_type,
-                len(p.y),
-                kind,
-                len(p.params_list),
-            )
-            search = run_search(p.spec, p.texts, p.y, s, make_featurizer, p.params_list, progress=progress)
+            if p.optuna_space is not None:
+                from prompt_sentinel.training.classical.optuna_search import run_optuna_search
+
+                log.info(
+                    "training %s on %d rows (%s features, Optuna study %r, %d trials)",
+                    self.model_type,
+                    len(p.y),
+                    kind,
+                    p.study_name,
+                    s.training.search.optuna.n_trials,
+                )
+                search = run_optuna_search(
+                    p.spec,
+                    p.texts,
+                    p.y,
+                    s,
+                    make_featurizer,
+                    p.optuna_space,
+                    p.study_name or self.model_type,
+                    progress=progress,
+                    sources=p.sources,
+                )
+            else:
+                log.info(
+                    "training %s on %d rows (%s features, %d candidates)",
+                    self.model_type,
+                    len(p.y),
+                    kind,
+                    len(p.params_list),
+                )
+                search = run_search(
+                    p.spec, p.texts, p.y, s, make_featurizer, p.params_list, progress=progress, sources=p.sources
+                )
             refit_started = time.perf_counter()
             featurizer = make_featurizer()
             X = featurizer.fit_transform(p.texts, p.y)
@@ -446,12 +530,18 @@ class ClassicalTrainer:
             "balance": report.to_dict(),
             "search": {
                 "strategy": s.training.search.strategy,
-                "space": jsonable(p.space),
-                "candidates": len(p.params_list),
+                "space": (
+                    {k: r.describe() for k, r in p.optuna_space.items()}
+                    if p.optuna_space is not None
+                    else jsonable(p.space)
+                ),
+                "candidates": len(search.table),
+                "optuna": search.study,
                 "cv_folds": s.training.search.cv_folds,
                 "cv_grouping": {
                     "near_duplicate_jaccard": s.split.near_duplicate_jaccard,
                     "shingle_words": s.split.shingle_words,
+                    "source_families": s.training.search.group_by_source_family,
                 },
                 "scoring": "custom_score",
                 "best_params": best_params,
@@ -491,7 +581,7 @@ class ClassicalTrainer:
                 "balance_applied": report.applied,
                 "search_strategy": s.training.search.strategy,
                 "cv_folds": s.training.search.cv_folds,
-                "candidates": len(p.params_list),
+                "candidates": len(search.table),
                 "seed": s.seed,
                 "train_rows": len(p.y),
                 **{f"best.{k}": v for k, v in best_params.items()},
