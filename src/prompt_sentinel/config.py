@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -417,7 +418,7 @@ class EvaluationConfig(_Section):
     @field_validator("length_buckets")
     @classmethod
     def _increasing(cls, bounds: list[int]) -> list[int]:
-        if not bounds or any(b <= 0 for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+        if not bounds or any(b <= 0 for b in bounds) or any(b >= c for b, c in pairwise(bounds)):
             raise ValueError(f"length_buckets must be positive and strictly increasing, got {bounds}")
         return bounds
 

@@ -32,6 +32,9 @@ ALPHA_TRAJECTORY = "alpha_trajectory.json"
 ENSEMBLE_REPORT = "ensemble.json"
 ENSEMBLE_MEMBERS_DIR = "members"
 MODEL_REQUIREMENTS = "model_requirements.txt"  # logged to MLflow beside a model directory
+CALIBRATION = "calibration.json"  # the fitted probability calibrator (descriptor field ``calibration``)
+CV_SUMMARY = "cv_summary.json"  # mean ± std of the headline metrics over cross-validation folds
+HPO_STUDY = "hpo_study.json"  # the Optuna study that chose a transformer's hyperparameters
 
 # --- prepared data (validate + split) -----------------------------------------------------------------------
 CLEANED_DATA = "cleaned.csv"
