@@ -41,7 +41,7 @@ from prompt_sentinel.metrics import confusion_matrix
 from prompt_sentinel.models.base import SentinelModel, read_descriptor
 from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.registry import resolve_model_ref
-from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, EVALUATION, PARAMS, PREDICTIONS, TRAINING_REPORT
+from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, CV_SUMMARY, EVALUATION, PARAMS, PREDICTIONS, TRAINING_REPORT
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,17 @@ def training_summary(model_dir: Path) -> dict[str, Any]:
     if final_alpha is None and isinstance(trajectory, list) and trajectory:
         last = trajectory[-1]
         final_alpha = last.get("alpha") if isinstance(last, dict) else last
-    return {"best_params": best_params, "final_alpha": final_alpha}
+    cv = _read_json(model_dir / CV_SUMMARY)
+    cv = cv if isinstance(cv, dict) else None
+    custom = ((cv or {}).get("metrics") or {}).get("custom_score") or {}
+    return {
+        "best_params": best_params,
+        "final_alpha": final_alpha,
+        "cv": cv,
+        "cv_custom_score_mean": custom.get("mean"),
+        "cv_custom_score_std": custom.get("std"),
+        "calibration": training.get("calibration"),
+    }
 
 
 # --- per-sample outputs -----------------------------------------------------------------------------------
@@ -376,6 +386,11 @@ def evaluate_loaded_model(
         "probe_false_alarm_rate": (rob or {}).get("false_alarm_probe", {}).get("flagged_rate"),
         "best_params": summary["best_params"],
         "final_alpha": summary["final_alpha"],
+        # cross-validation spread (gates.max_cv_std) and the calibrator training kept or dropped
+        "cv_custom_score_mean": summary["cv_custom_score_mean"],
+        "cv_custom_score_std": summary["cv_custom_score_std"],
+        "cv": summary["cv"],
+        "calibration": {"method": model.descriptor.calibration, "training": summary["calibration"]},
         "config": {"seed": cfg.seed, "evaluation": json.loads(cfg.evaluation.model_dump_json())},
         "metrics": metrics,
         "external": external,

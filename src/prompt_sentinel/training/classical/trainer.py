@@ -48,7 +48,7 @@ from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
 from prompt_sentinel.metrics import custom_score, macro_f1
 from prompt_sentinel.models.sklearn import probabilities_by_class_id, save_sklearn_estimator
-from prompt_sentinel.run_layout import CV_RESULTS, PARAMS
+from prompt_sentinel.run_layout import CV_RESULTS, CV_SUMMARY, PARAMS
 from prompt_sentinel.training.balance import (
     balance_features,
     balanced_sample_weight,
@@ -574,7 +574,7 @@ class ClassicalTrainer:
             featurizer=kind,
             max_length=p.featurizer.embedding_max_length if kind != "tfidf" else None,
             training_report=training_report,
-            reports={PARAMS: best_params},
+            reports={PARAMS: best_params, CV_SUMMARY: _cv_summary(search, s.training.search.cv_folds)},
             mlflow_params={
                 "featurizer": kind,
                 "balance_method": s.balance.method,
@@ -596,6 +596,15 @@ class ClassicalTrainer:
             pip_requirements=PIP_REQUIREMENTS,
             details={"cv_score": search.best_score, "best_params": best_params, "balance": report.to_dict()},
         )
+
+
+def _cv_summary(search: SearchResult, folds: int) -> dict[str, Any]:
+    """The chosen candidate's custom score on each CV fold (what ``gates.max_cv_std`` judges)."""
+    from prompt_sentinel.training.cross_validation import cv_summary_from_search
+
+    row = search.table.iloc[search.best_index]
+    values = [row.get(f"split{k}_custom_score") for k in range(folds)]
+    return cv_summary_from_search(values, folds, "the chosen candidate's held-out CV folds (argmax labels)")
 
 
 def train_classical(
