@@ -31,13 +31,13 @@ LABELS = [0, 0, 1, 1, 2, 2]
 
 
 def build_model(out: Path) -> Path:
-    from prompt_sentinel.modeling import ModelDescriptor
-    from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
     from prompt_sentinel.config import LabelConfig
+    from prompt_sentinel.modeling import ModelDescriptor
+    from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
 
     pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression(max_iter=200))])
     pipeline.fit(TEXTS, LABELS)
