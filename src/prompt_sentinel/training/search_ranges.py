@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from prompt_sentinel.errors import TrainingError
 
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -78,7 +80,8 @@ def katib_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, float):
-        return repr(value)
+        # positional, never 1e-05: YAML 1.1 readers would take the exponent form for a string, 1.2 for a float
+        return np.format_float_positional(value, trim="0")
     return json.dumps(value)
 
 
