@@ -142,10 +142,11 @@ def child_run(name: str, params: dict[str, Any]) -> Iterator[Any]:
     """An MLflow run nested in the active one (None, and no tracking, when no run is active)."""
     import mlflow
 
-    if mlflow.active_run() is None:
+    parent = mlflow.active_run()
+    if parent is None:
         yield None
         return
-    with mlflow.start_run(run_name=name, nested=True) as run:
+    with mlflow.start_run(run_name=name, nested=True, experiment_id=parent.info.experiment_id) as run:
         mlflow.log_params(
             {k: json.dumps(v) if isinstance(v, list | tuple | dict) else str(v) for k, v in params.items()}
         )
