@@ -20,7 +20,10 @@ from prompt_sentinel.stages import hpo as hpo_stage
 from prompt_sentinel.stages import train as train_stage
 from tests.fixtures.tiny_bert import TINY_TRANSFORMER, build_tiny_bert, demo_frames
 
-SPACE = "training.search.optuna.ranges.transformer={learning_rate: {low: 0.0001, high: 0.01, log: true}, dropout: {low: 0.0, high: 0.3}, batch_size: {choices: [8, 16]}}"
+SPACE = (
+    "training.search.optuna.ranges.transformer={learning_rate: {low: 0.0001, high: 0.01, log: true}, "
+    "dropout: {low: 0.0, high: 0.3}, batch_size: {choices: [8, 16]}}"
+)
 
 
 @pytest.fixture(autouse=True)
