@@ -34,6 +34,7 @@ from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import DataError
 from prompt_sentinel.evaluation.charts import model_charts
 from prompt_sentinel.evaluation.efficiency import measure_efficiency
+from prompt_sentinel.evaluation.error_analysis import analyze_errors
 from prompt_sentinel.evaluation.metrics_suite import compute_metrics
 from prompt_sentinel.evaluation.robustness import evaluate_robustness, false_alarm_probe
 from prompt_sentinel.jsonio import to_json
@@ -398,6 +399,7 @@ def evaluate_loaded_model(
         "efficiency": eff,
         "curves": {"pr": pr_curves(y, proba, labels)},
         "confident_mistakes": confident_mistakes(frame, proba, pred, labels),
+        "error_analysis": analyze_errors(frame, proba, pred, labels, cfg.evaluation, model),
         "slices": {"source": source_slices(frame, pred, labels), "source_external": external_slices},
     }
     return evaluation, predictions_frame(frame, proba, pred, labels)
