@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from prompt_sentinel.config import EvaluationConfig, LabelConfig, load_config
-from prompt_sentinel.evaluation.attribution import attribute, integrated_gradients, linear_attributions
+from prompt_sentinel.evaluation.attribution import integrated_gradients, linear_attributions
 from prompt_sentinel.evaluation.error_analysis import analyze_errors, detect_languages, per_class_reliability
 from prompt_sentinel.evaluation.metrics_suite import expected_calibration_error
 from prompt_sentinel.models.loading import load_model
