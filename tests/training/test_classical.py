@@ -17,7 +17,7 @@ from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
 from prompt_sentinel.metrics import custom_score, macro_f1
 from prompt_sentinel.models.loading import load_model
-from prompt_sentinel.run_layout import CALIBRATION
+from prompt_sentinel.run_layout import CALIBRATION, CV_SUMMARY
 from prompt_sentinel.training import tracking
 from prompt_sentinel.training.classical.search_space import search_space
 from prompt_sentinel.training.classical.trainer import ClassicalSettings, cross_validation_folds, train_classical
@@ -80,6 +80,7 @@ def test_every_model_trains_and_beats_the_majority_baseline(model_name, demo_spl
         "params.json",
         "cv_results.csv",
         "training.json",
+        CV_SUMMARY,
         MANIFEST_NAME,
     }
     assert set(read_manifest(tmp_path / model_name)) - {CALIBRATION} == files - {MANIFEST_NAME}
