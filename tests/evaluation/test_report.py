@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from prompt_sentinel.config import load_config
-from prompt_sentinel.evaluation.evaluate import evaluate_model
 from prompt_sentinel.evaluation.charts import CHART_NAMES
+from prompt_sentinel.evaluation.evaluate import evaluate_model
 from prompt_sentinel.evaluation.report import RESULTS_COLUMNS, render_report, write_results_csv
 from prompt_sentinel.evaluation.selection import select_champion
 
