@@ -161,3 +161,51 @@ def test_transformer_trial_prints_intermediate_scores_then_the_objective(demo_cs
     assert out[OBJECTIVE_METRIC] == pytest.approx(max(collected[OBJECTIVE_METRIC][:-1]), abs=1e-6)
     with pytest.raises(TrainingError, match="learning_rate"):
         run_trial("transformer", train, val, cfg, {"learning_rate": -1.0}, echo=printed.append)
+
+
+def test_submit_posts_the_experiment_through_the_kubernetes_client() -> None:
+    """A loopback HTTP server stands in for the API server; the real kubernetes client talks to it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from kubernetes import client
+
+    from prompt_sentinel.hpo.katib import submit_experiment
+
+    received: list[tuple[str, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.path, body))
+            status = 409 if body["metadata"]["name"] == "taken" else 201
+            payload = json.dumps(body if status == 201 else {"reason": "AlreadyExists"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.server_port}"))
+        manifest = _render("logreg", namespace="ml", name="sentinel-logreg")
+        created = submit_experiment(manifest, api_client=api)
+        assert created["metadata"]["name"] == "sentinel-logreg"
+        path, body = received[0]
+        assert path == "/apis/kubeflow.org/v1beta1/namespaces/ml/experiments"
+        assert body == manifest
+        with pytest.raises(DeployError, match="409"):
+            submit_experiment(_render("logreg", namespace="ml", name="taken"), api_client=api)
+        broken = copy.deepcopy(manifest)
+        broken["spec"]["objective"]["objectiveMetricName"] = "loss"
+        with pytest.raises(ConfigError, match="not reported"):
+            submit_experiment(broken, api_client=api)
+        assert len(received) == 2  # the invalid one never reached the server
+    finally:
+        server.shutdown()
