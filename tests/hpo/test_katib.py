@@ -176,7 +176,7 @@ def test_submit_posts_the_experiment_through_the_kubernetes_client() -> None:
     received: list[tuple[str, dict]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             received.append((self.path, body))
             status = 409 if body["metadata"]["name"] == "taken" else 201
