@@ -366,6 +366,11 @@ class TransformerConfig(_Section):
         None, gt=0, description="Also checkpoint every N optimizer steps; None = only at each evaluation."
     )
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient-norm clipping; None = no clipping.")
+    pooling: Literal["cls", "mean"] = Field(
+        "cls",
+        description="cls: the architecture's own classification head (BERT: its [CLS] pooler); mean: a linear head "
+        "on the attention-masked mean of the last hidden states.",
+    )
     dropout: float | None = Field(
         None,
         ge=0,

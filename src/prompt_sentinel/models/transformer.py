@@ -24,6 +24,7 @@ import torch
 
 from prompt_sentinel.errors import ModelFormatError
 from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
+from prompt_sentinel.models.pooling import is_mean_pooled, load_mean_pooled
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,10 @@ def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> Tra
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True)
+            if is_mean_pooled(config):  # transformer.pooling=mean: an encoder and a mean-pooled linear head
+                model = load_mean_pooled(path, config)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True)
     except Exception as exc:
         raise ModelFormatError(f"{path}: cannot load the transformer model or tokenizer ({exc})") from exc
     model.to(device).eval()

@@ -27,6 +27,7 @@ TRANSFORMER_SPACE: dict[str, Range] = {
     "focal_gamma": numeric(0.0, 4.0),
     FOCAL_ALPHA_MALICIOUS: numeric(1.0, 3.0),
     "dropout": numeric(0.0, 0.3),
+    "pooling": choices("cls", "mean"),
 }
 SEARCHABLE = (
     "learning_rate",
@@ -36,6 +37,7 @@ SEARCHABLE = (
     "focal_gamma",
     FOCAL_ALPHA_MALICIOUS,
     "dropout",
+    "pooling",
     "weight_decay",
     "scheduler",
     "loss",

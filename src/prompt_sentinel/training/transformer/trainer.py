@@ -406,6 +406,20 @@ def _load_model(plan: _Plan, settings: TransformerSettings):
 
     _seed_everything(settings.seed)  # before loading: a fresh classification head is randomly initialized
     try:
+        if settings.transformer.pooling == "mean":
+            from prompt_sentinel.models.pooling import build_mean_pooled
+
+            overrides = dropout_overrides(plan.base_path, settings.transformer.dropout)
+            with quiet_transformers():
+                model = build_mean_pooled(
+                    plan.base_path,
+                    settings.labels.num_classes,
+                    settings.labels.id2label,
+                    settings.labels.label2id,
+                    overrides,
+                )
+            model.config.problem_type = "single_label_classification"
+            return model.to(plan.device)
         with quiet_transformers():  # the "classifier.* newly initialized" report is expected here
             model = AutoModelForSequenceClassification.from_pretrained(
                 plan.base_path,
