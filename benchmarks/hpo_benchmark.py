@@ -8,7 +8,11 @@ same scoring: the custom score of out-of-fold probabilities under tuned decision
 * ``grid-random`` — the built-in ``strategy: random`` over the discrete default grid (``n_iter = --trials``;
   a grid smaller than that is searched whole, so its budget can be smaller);
 * ``optuna-random`` — Optuna's ``RandomSampler`` over the continuous Optuna ranges, ``--trials`` trials;
-* ``optuna-tpe`` — Optuna's seeded ``TPESampler`` + median pruner over the same ranges, ``--trials`` trials.
+* ``optuna-tpe`` — Optuna's seeded ``TPESampler`` + median pruner over the same ranges, ``--trials`` trials;
+* ``optuna-tpe-families`` (``--family-folds``) — the same, with source families kept in one CV fold
+  (``training.search.group_by_source_family``): the search is scored out of source.
+
+``--searches`` picks a subset (comma-separated names).
 
 Columns: best CV custom score (the search objective), trials run (pruned ones included), wall time of the
 whole training (search + refit), and the refit model's custom score / macro F1 on the test set.
@@ -35,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", default=str(DEFAULT_DATA / "prompts_test.csv"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default=None, help="also write the markdown table to this file")
+    parser.add_argument("--searches", default="grid-random,optuna-random,optuna-tpe")
+    parser.add_argument("--family-folds", action="store_true", help="add optuna-tpe-families")
     return parser.parse_args(argv)
 
 
@@ -42,6 +48,11 @@ SEARCHES = {
     "grid-random": ["training.search.strategy=random"],
     "optuna-random": ["training.search.strategy=optuna", "training.search.optuna.sampler=random"],
     "optuna-tpe": ["training.search.strategy=optuna", "training.search.optuna.sampler=tpe"],
+    "optuna-tpe-families": [
+        "training.search.strategy=optuna",
+        "training.search.optuna.sampler=tpe",
+        "training.search.group_by_source_family=true",
+    ],
 }
 
 
@@ -72,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hpo-bench-") as tmp:
         for model in args.models.split(","):
-            for search, extra in SEARCHES.items():
+            chosen = args.searches.split(",") + (["optuna-tpe-families"] if args.family_folds else [])
+            for search, extra in ((name, SEARCHES[name]) for name in chosen):
                 cfg = load_config(None, [*base, *extra])
                 started = time.perf_counter()
                 result = train_classical(model, train, None, cfg, Path(tmp) / f"{model}-{search}", progress=False)
