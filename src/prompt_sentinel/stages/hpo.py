@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ def run(
         trainer,
         train_df,
         val_df,
-        dataclasses.replace(ctx),
+        ctx,
         out,
         progress=progress,
         tracking_dir=tracking_dir,

@@ -276,7 +276,8 @@ def run_study(
 def _log_trial(trial: Any, value: float | None, state: str) -> None:
     import mlflow
 
-    for step, intermediate in sorted(trial.storage.get_trial(trial._trial_id).intermediate_values.items()):
+    frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+    for step, intermediate in sorted(frozen.intermediate_values.items()):
         mlflow.log_metric("intermediate_score", float(intermediate), step=int(step))
     if value is not None:
         mlflow.log_metric("objective", value)
