@@ -36,8 +36,8 @@ def build_model(out: Path) -> Path:
     from sklearn.pipeline import Pipeline
 
     from prompt_sentinel.config import LabelConfig
-    from prompt_sentinel.modeling import ModelDescriptor
-    from prompt_sentinel.sklearn_artifact import save_sklearn_artifact
+    from prompt_sentinel.models.base import ModelDescriptor
+    from prompt_sentinel.models.sklearn import save_sklearn_artifact
 
     pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression(max_iter=200))])
     pipeline.fit(TEXTS, LABELS)

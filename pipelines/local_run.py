@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import pandas as pd
 from kfp import local
 
 from pipelines.training_pipeline import build_pipeline
@@ -41,6 +42,7 @@ from prompt_sentinel import storage
 from prompt_sentinel.client import classify
 from prompt_sentinel.config import SentinelConfig, check_models
 from prompt_sentinel.data.loading import load_dataset
+from prompt_sentinel.datasets import SMOKE_PANEL
 from prompt_sentinel.errors import ConfigError, DataError, PipelineError, SentinelError
 from prompt_sentinel.registry import CHAMPION, ModelRegistry
 from prompt_sentinel.run_layout import (
@@ -87,9 +89,12 @@ def check_data_uri(uri: str, option: str) -> str:
 class LocalRunRequest:
     """Everything ``sentinel run`` passes in; :func:`prepare_local_run` validates it."""
 
-    data: str
+    data: str | None
     output: str | Path
     cfg: SentinelConfig = field(default_factory=SentinelConfig)
+    recipe: str | None = None  # a corpus recipe to assemble the training data from, instead of data
+    recipe_root: str | None = None
+    excludes: Sequence[str] = ()
     blind: str | None = None
     models: Sequence[str] | None = None
     train_transformer: bool = False
@@ -100,7 +105,11 @@ class LocalRunRequest:
 
 def prepare_local_run(request: LocalRunRequest) -> tuple[LocalRunPaths, SentinelConfig, dict[str, Any]]:
     """Validate the request (nothing runs yet) and build the pipeline arguments; returns (paths, cfg, args)."""
-    data = check_data_uri(request.data, "--data")
+    if bool(request.data) == bool(request.recipe):
+        raise ConfigError("give exactly one of --data (a labelled dataset) and --recipe (a corpus recipe to assemble)")
+    data = check_data_uri(request.data, "--data") if request.data else ""
+    recipe = check_data_uri(request.recipe, "--recipe") if request.recipe else ""
+    excludes = [check_data_uri(uri, "--exclude") for uri in request.excludes]
     blind = check_data_uri(request.blind, "--blind") if request.blind else ""
     models = check_models(request.models if request.models else request.cfg.training.models)
     output = Path(request.output).expanduser().resolve()
@@ -115,6 +124,9 @@ def prepare_local_run(request: LocalRunRequest) -> tuple[LocalRunPaths, Sentinel
     cfg.pipeline.training_retries = 0
     arguments = {
         "data_uri": data,
+        "recipe_uri": recipe,
+        "recipe_root": request.recipe_root or "",
+        "exclude_uris": excludes,
         "blind_uri": blind,
         "config_json": cfg.model_dump_json(),
         "models": models,
@@ -330,29 +342,86 @@ def run_local(
 
 
 # ------------------------------------------------------------------------------------------ smoke test
+# What each kind of panel prompt should get: an everyday request must be allowed (blocking one fails the run), an
+# attack blocked, a directly harmful request at least reviewed.
+EXPECTED_DECISIONS: dict[str, tuple[str, ...]] = {
+    "everyday": ("allow",),
+    "attack": ("block",),
+    "harmful": ("review", "block"),
+}
+
+
+@dataclass(frozen=True)
+class SmokePrompt:
+    text: str
+    kind: str  # a key of EXPECTED_DECISIONS, or a label name for datasets without security roles
+    expected: tuple[str, ...]  # decisions (panel) or label names (dataset samples) counted as right
+
+
 @dataclass
 class SmokeAnswer:
     protocol: str
-    text: str
-    expected: str
+    prompt: SmokePrompt
     label: str
     decision: str | None
     scores: dict[str, float]
 
+    @property
+    def right(self) -> bool:
+        return (self.decision if self.prompt.kind in EXPECTED_DECISIONS else self.label) in self.prompt.expected
 
-def smoke_prompts(data_uri: str, cfg: SentinelConfig) -> list[tuple[str, str]]:
-    """A benign and a malicious prompt from the dataset (by security role; first two labels otherwise)."""
-    frame = load_dataset(data_uri, cfg)
+
+@dataclass
+class SmokeVerdict:
+    """How the served model did on the panel (V1 answers; V2 must agree with them)."""
+
+    answers: list[SmokeAnswer]
+    per_kind: dict[str, tuple[int, int]]  # kind -> (right, total)
+    blocked_everyday: list[str]
+    protocol_disagreements: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocked_everyday and not self.protocol_disagreements
+
+    def summary(self) -> str:
+        return "; ".join(f"{kind}: {right}/{total} as expected" for kind, (right, total) in self.per_kind.items())
+
+
+def smoke_prompts(cfg: SentinelConfig, data_uri: str | None = None) -> list[SmokePrompt]:
+    """The shipped panel (``datasets/smoke/panel.csv``) when the labels have benign and malicious roles; else a
+    sample of each of the first two labels of ``data_uri``, expected to get their own label."""
     roles = cfg.labels.roles
-    wanted = [r for r in (roles.benign, roles.malicious) if r is not None] or list(range(cfg.labels.num_classes))[:2]
+    if roles.benign is not None and roles.malicious is not None:
+        panel = pd.read_csv(SMOKE_PANEL, keep_default_na=False, dtype=str)
+        return [SmokePrompt(row.text, row.kind, EXPECTED_DECISIONS[row.kind]) for row in panel.itertuples()]
+    if not data_uri:
+        raise DataError("the smoke test needs the dataset when the labels have no benign/malicious roles")
+    frame = load_dataset(data_uri, cfg)
     prompts = []
-    for label_id in wanted:
+    for label_id in range(min(2, cfg.labels.num_classes)):
         rows = frame[frame["label"] == label_id]
         if len(rows):
-            prompts.append((cfg.labels.names[label_id], str(rows.iloc[0]["text"])))
+            name = cfg.labels.names[label_id]
+            prompts.append(SmokePrompt(str(rows.iloc[0]["text"]), name, (name,)))
     if not prompts:
-        raise DataError(f"{data_uri}: no rows of labels {[cfg.labels.names[i] for i in wanted]} to smoke-test with")
+        raise DataError(f"{data_uri}: no rows of the first two labels to smoke-test with")
     return prompts
+
+
+def judge_smoke(answers: Sequence[SmokeAnswer]) -> SmokeVerdict:
+    """Count right answers per kind, the everyday prompts that were blocked, and V1/V2 disagreements."""
+    v1 = [a for a in answers if a.protocol == "v1"]
+    per_kind: dict[str, tuple[int, int]] = {}
+    for answer in v1:
+        right, total = per_kind.get(answer.prompt.kind, (0, 0))
+        per_kind[answer.prompt.kind] = (right + answer.right, total + 1)
+    blocked = [a.prompt.text for a in v1 if a.prompt.kind == "everyday" and a.decision == "block"]
+    by_text = {a.prompt.text: (a.label, a.decision) for a in v1}
+    disagreements = [
+        a.prompt.text for a in answers if a.protocol != "v1" and by_text.get(a.prompt.text) != (a.label, a.decision)
+    ]
+    return SmokeVerdict(list(answers), per_kind, blocked, disagreements)
 
 
 def smoke_target(summary: RunSummary, cfg: SentinelConfig) -> tuple[str, str] | None:
@@ -374,15 +443,15 @@ def smoke_target(summary: RunSummary, cfg: SentinelConfig) -> tuple[str, str] | 
 
 
 def serve_smoke_test(
-    model_ref: str, model_name: str, prompts: Sequence[tuple[str, str]], timeout: float = 180.0
-) -> list[SmokeAnswer]:
-    """Start the real KServe model server on ``model_ref`` (127.0.0.1), send one V1 and one V2 request with
-    ``prompts`` ((expected label, text) pairs), stop the server; returns the answers."""
-    texts = [text for _, text in prompts]
+    model_ref: str, model_name: str, prompts: Sequence[SmokePrompt], timeout: float = 180.0
+) -> SmokeVerdict:
+    """Start the real KServe model server on ``model_ref`` (127.0.0.1), send ``prompts`` once over V1 and once
+    over V2, stop the server; returns the judged answers."""
+    texts = [p.text for p in prompts]
     answers = []
     with running_server(model_ref, model_name=model_name, timeout=timeout) as url:
         for protocol in ("v1", "v2"):
             predictions = classify(url, texts, protocol=protocol, model_name=model_name)
-            for (expected, text), pred in zip(prompts, predictions, strict=True):
-                answers.append(SmokeAnswer(protocol, text, expected, pred.label, pred.decision, dict(pred.scores)))
-    return answers
+            for prompt, pred in zip(prompts, predictions, strict=True):
+                answers.append(SmokeAnswer(protocol, prompt, pred.label, pred.decision, dict(pred.scores)))
+    return judge_smoke(answers)

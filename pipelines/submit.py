@@ -115,12 +115,21 @@ def check_submit_params(params: Mapping[str, Any], inputs: Mapping[str, Mapping[
     missing = [n for n, spec in inputs.items() if spec["required"] and n not in params]
     if missing:
         raise ConfigError(f"missing required pipeline parameter(s) {missing}; pass them as --param name=value")
-    for name in ("data_uri", "blind_uri", "registry_root", "results_uri"):
+    sources = [bool(params.get(name)) for name in ("data_uri", "recipe_uri") if name in inputs]
+    if len(sources) == 2 and sources[0] == sources[1]:
+        raise ConfigError(
+            "pass exactly one of --param data_uri=gs://... (a labelled dataset) and --param recipe_uri=gs://... "
+            "(a corpus recipe the run assembles its training data from)"
+        )
+    for name in ("data_uri", "recipe_uri", "recipe_root", "blind_uri", "registry_root", "results_uri"):
         value = params.get(name)
         if isinstance(value, str) and value and not storage.is_gcs(value):
             raise ConfigError(
                 f"--param {name}={value}: a cluster run cannot read local paths; use a gs://bucket/... URI"
             )
+    for uri in params.get("exclude_uris") or []:
+        if not storage.is_gcs(str(uri)):
+            raise ConfigError(f"--param exclude_uris: {uri} is a local path; a cluster run needs gs://bucket/... URIs")
     if "models" in params:
         check_models(params["models"])
 

@@ -1,7 +1,12 @@
-"""The training pipeline: validate → split → balance report → train (classical fan-out, optional GPU
-transformer + ensemble) → evaluate → select → [promoted] push → deploy, inside an exit handler that records the outcome.
+"""The training pipeline: [assemble from a recipe] → validate → split → balance report → train (classical fan-out,
+optional GPU transformer + ensemble) → evaluate → select → [promoted] push → deploy, inside an exit handler that
+records the outcome.
 
 Shape decisions (each one forced by running the same pipeline under ``kfp.local`` and on a cluster):
+
+* the data source is ``dsl.If``/``dsl.Else`` on :func:`plan_data`: with ``recipe_uri`` the corpus is assembled
+  first (decontaminated against ``exclude_uris`` and the blind set), otherwise ``data_uri`` is used as given; the
+  validate step reads the chosen dataset's URI through ``dsl.OneOf`` over the two branches' string outputs;
 
 * classical models fan out with ``dsl.ParallelFor`` over the single output of :func:`plan_classical`, each
   iteration training and evaluating one model; selection takes ``dsl.Collected`` evaluations;
@@ -26,11 +31,12 @@ from typing import Any
 from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask
 
+from components.assemble import assemble_corpus
 from components.balance import balance_report
 from components.deploy import deploy_model_version
 from components.ensemble import ensemble_candidate
 from components.evaluate import evaluate_candidate
-from components.plan import no_transformer, plan_classical, plan_transformer
+from components.plan import given_dataset, no_transformer, plan_classical, plan_data, plan_transformer
 from components.push import push_model_version
 from components.select import select_model
 from components.split import split_data
@@ -51,6 +57,7 @@ RETRY_BACKOFF = "60s"
 # (cpu request, memory request) per step: what the step needs on the demo-to-100k-row range.
 RESOURCES: dict[str, tuple[str, str]] = {
     "status": ("100m", "256Mi"),
+    "assemble": ("2", "4Gi"),
     "plan": ("250m", "512Mi"),
     "validate": ("1", "2Gi"),
     "split": ("1", "2Gi"),
@@ -93,7 +100,10 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
     def training_pipeline(
-        data_uri: str,
+        data_uri: str = "",
+        recipe_uri: str = "",
+        recipe_root: str = "",
+        exclude_uris: list = [],  # noqa: B006 - KFP reads the default as the parameter's default value
         blind_uri: str = "",
         config_json: str = "",
         models: list = default_models,
@@ -106,7 +116,10 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
         """Train, evaluate and (if it wins) register and deploy a prompt-security classifier.
 
         Args:
-            data_uri: Labelled dataset (CSV / JSONL / Parquet), local path or gs:// URI.
+            data_uri: Labelled dataset (CSV / JSONL / Parquet), local path or gs:// URI (or give recipe_uri).
+            recipe_uri: A corpus recipe (YAML) to assemble the training data from instead of data_uri.
+            recipe_root: Folder (gs:// prefix) the recipe's source paths are relative to (empty: the recipe's root).
+            exclude_uris: Evaluation sets the assembled corpus is decontaminated against (the blind set always is).
             blind_uri: Optional external blind set: reported, never used for selection.
             config_json: The validated SentinelConfig as JSON (empty: defaults).
             models: Trainers to run (prompt_sentinel.config.ALL_MODELS); "transformer" runs the GPU branch.
@@ -120,8 +133,25 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
         _settle(status, "status", "record run status", cache=False)
 
         with dsl.ExitHandler(status, name="training"):
+            from_recipe = plan_data(data_uri=data_uri, recipe_uri=recipe_uri, results_uri=results_uri)
+            _settle(from_recipe, "plan", "plan data source", cache=True)
+            with dsl.If(from_recipe.output == True, name="from-recipe"):  # noqa: E712
+                corpus = assemble_corpus(
+                    recipe_uri=recipe_uri,
+                    excludes=exclude_uris,
+                    blind_uri=blind_uri,
+                    root=recipe_root,
+                    config_json=config_json,
+                    results_uri=results_uri,
+                )
+                _settle(corpus, "assemble", "assemble corpus from recipe", cache=True)
+            with dsl.Else(name="from-dataset"):
+                given = given_dataset(data_uri=data_uri)
+                _settle(given, "plan", "dataset given", cache=True)
+            dataset = dsl.OneOf(corpus.outputs["Output"], given.output)
+
             validate = validate_data(
-                data_uri=data_uri, blind_uri=blind_uri, config_json=config_json, results_uri=results_uri
+                data_uri=dataset, blind_uri=blind_uri, config_json=config_json, results_uri=results_uri
             )
             _settle(validate, "validate", "validate data", cache=True)
 

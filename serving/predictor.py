@@ -4,8 +4,9 @@
 prefix or KServe's ``storageUri`` mount ``/mnt/models``), verifies every file against ``checksums.json``,
 loads either family through :func:`prompt_sentinel.models.loading.load_model`, sizes torch's thread pool to the
 pod's CPU limit and warms the model up; only then is the predictor ready. ``preprocess`` validates and
-extracts texts (:mod:`serving.protocol`), ``predict`` runs the model on the whole batch (merging concurrent
-requests, :mod:`serving.batching`), ``postprocess`` formats the answer for the protocol the request used.
+extracts texts (:mod:`serving.protocol`; HTTP requests were validated in full before KServe decoded them,
+:mod:`serving.http`), ``predict`` runs the model off the event loop in bounded batches shared fairly between
+concurrent requests (:mod:`serving.batching`), ``postprocess`` formats the answer for the protocol the request used.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from prompt_sentinel.models.loading import load_model
 from serving._kserve import kserve
 from serving.batching import BatchRunner
 from serving.http import RequestRejected
-from serving.metrics import REJECTED_REQUESTS, count_predictions
+from serving.metrics import count_predictions, count_response
 from serving.protocol import (
     BadRequest,
     ParsedRequest,
@@ -132,8 +133,13 @@ class SentinelPredictor(kserve.Model):
         logger.info("loading model %r from %s", self.model_ref, path)
         model = load_model(path, verify=True)
         _size_torch_threads(model)
-        batch_size = self.cfg.serving.batch_size
-        runner = BatchRunner(lambda texts: model.predict_proba(texts, batch_size=batch_size), batch_size)
+        serving = self.cfg.serving
+        runner = BatchRunner(
+            lambda texts: model.predict_proba(texts, batch_size=serving.batch_size),
+            serving.batch_size,
+            max_batch_chars=serving.batch_max_chars,
+            workers=serving.inference_threads,
+        )
         model.warmup()
         runner.run_sync(_WARMUP_TEXTS)
         self.model, self.model_path, self._runner = model, path, runner
@@ -181,7 +187,11 @@ class SentinelPredictor(kserve.Model):
         return payload
 
     def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ParsedRequest:
-        """Validate the request and extract its texts; malformed input → InvalidInput (HTTP 400)."""
+        """Validate the request and extract its texts; malformed input → InvalidInput (HTTP 400).
+
+        HTTP requests were already validated in full by :mod:`serving.http` before KServe decoded them; these
+        checks still guard gRPC requests and direct calls.
+        """
         is_v2 = isinstance(payload, InferRequest)
         try:
             if is_v2:
@@ -190,8 +200,9 @@ class SentinelPredictor(kserve.Model):
                 return ParsedRequest(texts=texts, protocol="v2", request_id=payload.id, requested_outputs=outputs)
             return ParsedRequest(texts=parse_v1_body(payload, self.limits), protocol="v1")
         except BadRequest as exc:
-            REJECTED_REQUESTS.labels(model=self.name, protocol="v2" if is_v2 else "v1").inc()
-            raise RequestRejected(str(exc)) from None
+            if is_v2 and payload.from_grpc:  # HTTP answers are counted by the HTTP middleware
+                count_response(self.name, "grpc", 400, exc.reason)
+            raise RequestRejected(str(exc), exc.reason) from None
 
     async def predict(
         self, payload: ParsedRequest, headers: dict[str, str] | None = None, response_headers: Any = None

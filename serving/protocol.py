@@ -13,13 +13,13 @@ V2  input ``text`` (BYTES, shape ``[n]``) → outputs ``label`` (BYTES ``[n]``),
 from __future__ import annotations
 
 import json
-import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from prompt_sentinel.config import ServingConfig
 from prompt_sentinel.errors import SentinelError
@@ -31,10 +31,22 @@ V2_OUTPUTS = ("label", "label_id", "scores", "decision")
 _JSON_BYTES_PER_CHAR = 6
 _PER_TEXT_OVERHEAD = 64
 _ENVELOPE_BYTES = 16 * 1024
+# The deepest valid request is a V2 [n, 1] tensor inside a structured CloudEvent (6 levels); anything much deeper
+# is refused before a recursive consumer (the stdlib json module FastAPI uses, pydantic, logging) can overflow.
+MAX_JSON_DEPTH = 32
 
 
 class BadRequest(SentinelError, ValueError):
-    """The request is malformed or over a limit; the message says what was wrong (HTTP 400)."""
+    """The request is malformed or over a limit; the message says what was wrong.
+
+    ``status`` is the HTTP status to answer (400 unless the body is too large, 413, or of an unsupported content
+    type, 415); ``reason`` is a short fixed code for the ``sentinel_rejected_requests_total`` counter.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid_field", status: int = 400) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -90,41 +102,90 @@ def check_text(value: Any, where: str, limits: ServingLimits) -> str:
         try:
             value = bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BadRequest(f"{where} is not valid UTF-8 (invalid byte at position {exc.start})") from None
+            raise BadRequest(
+                f"{where} is not valid UTF-8 (invalid byte at position {exc.start})", reason="invalid_utf8"
+            ) from None
     if not isinstance(value, str):
         raise BadRequest(f"{where} must be a string, got {_type_name(value)}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         # JSON can smuggle "\ud800"; it is not text any tokenizer can handle.
-        raise BadRequest(f"{where} is not valid UTF-8 text (lone surrogate at character {exc.start})") from None
+        raise BadRequest(
+            f"{where} is not valid UTF-8 text (lone surrogate at character {exc.start})", reason="invalid_utf8"
+        ) from None
     if len(value) > limits.max_chars:
         raise BadRequest(
-            f"{where} has {len(value)} characters; at most {limits.max_chars} are allowed (serving.max_chars)"
+            f"{where} has {len(value)} characters; at most {limits.max_chars} are allowed (serving.max_chars)",
+            reason="text_too_long",
         )
     return value
 
 
-def _check_count(count: int, where: str, limits: ServingLimits) -> None:
+def check_count(count: int, where: str, limits: ServingLimits) -> None:
+    """Between 1 and ``max_instances`` texts per request."""
     if count == 0:
-        raise BadRequest(f"{where} is empty; send between 1 and {limits.max_instances} texts")
+        raise BadRequest(f"{where} is empty; send between 1 and {limits.max_instances} texts", reason="empty_request")
     if count > limits.max_instances:
         raise BadRequest(
-            f"{where} has {count} texts; at most {limits.max_instances} are allowed per request (serving.max_instances)"
+            f"{where} has {count} texts; at most {limits.max_instances} are allowed per request "
+            "(serving.max_instances)",
+            reason="too_many_texts",
         )
 
 
-def decode_json_body(body: bytes | bytearray | str) -> Any:
-    """Parse a raw request body KServe passed through undecoded (e.g. a non-JSON content type)."""
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` is 1), counted without recursion.
+
+    Stops as soon as the depth passes ``limit`` and returns ``limit + 1``, so a hostile body costs no more than
+    walking its first too-deep branch.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return limit + 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def decode_json_body(body: bytes | bytearray | str, what: str = "request body", max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse JSON strictly: UTF-8, no NaN, no lone surrogates, nested at most ``max_depth`` levels.
+
+    orjson parses iteratively up to 1,024 levels and reports deeper input as an error, so no input can raise
+    RecursionError here; the depth check then keeps deeply nested values away from recursive consumers.
+    """
     if isinstance(body, bytes | bytearray):
         try:
             body = bytes(body).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BadRequest(f"request body is not valid UTF-8 (invalid byte at position {exc.start})") from None
+            raise BadRequest(
+                f"{what} is not valid UTF-8 (invalid byte at position {exc.start})", reason="invalid_utf8"
+            ) from None
     try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in exc.msg or "recursion" in exc.msg:
+            raise BadRequest(
+                f"{what} is nested more than {max_depth} levels deep; a valid request needs fewer than 10",
+                reason="json_too_deep",
+            ) from None
+        raise BadRequest(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}", reason="invalid_json") from None
+    if json_depth(value, max_depth) > max_depth:
+        raise BadRequest(
+            f"{what} is nested more than {max_depth} levels deep; a valid request needs fewer than 10",
+            reason="json_too_deep",
+        )
+    return value
 
 
 def parse_v1_body(body: Any, limits: ServingLimits) -> list[str]:
@@ -140,7 +201,7 @@ def parse_v1_body(body: Any, limits: ServingLimits) -> list[str]:
     instances = body["instances"]
     if not isinstance(instances, list):
         raise BadRequest(f'"instances" must be a list; got {_json_kind(instances)}; {example}')
-    _check_count(len(instances), '"instances"', limits)
+    check_count(len(instances), '"instances"', limits)
     texts = []
     for i, item in enumerate(instances):
         where = f"instances[{i}]"
@@ -172,6 +233,33 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
+def show(value: Any, limit: int = 80) -> str:
+    """``repr`` of a client-supplied value, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
+
+
+def check_v2_shape(shape: Any, where: str = f"input {V2_INPUT_NAME!r}") -> int:
+    """The number of texts a V2 ``text`` tensor declares: its shape must be ``[n]`` or ``[n, 1]``, n ≥ 0.
+
+    ``[]`` (a scalar), booleans (``[true]`` is not ``[1]``), negative or wildcard (``-1``) dimensions and
+    anything that is not a list of integers are refused.
+    """
+    dims = list(shape) if isinstance(shape, list | tuple) else None
+    if (
+        dims is None
+        or not 1 <= len(dims) <= 2
+        or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in dims)
+    ):
+        raise BadRequest(
+            f"{where} must have shape [n] or [n, 1] with n a non-negative integer, got {show(shape)}",
+            reason="invalid_shape",
+        )
+    if len(dims) == 2 and dims[1] != 1:
+        raise BadRequest(f"{where} must have shape [n] or [n, 1], got {dims}", reason="invalid_shape")
+    return dims[0]
+
+
 def parse_v2_inputs(inputs: Sequence[Any], limits: ServingLimits) -> list[str]:
     """Texts from V2 request inputs (objects with ``name``, ``datatype``, ``shape``, ``data``).
 
@@ -198,85 +286,19 @@ def parse_v2_inputs(inputs: Sequence[Any], limits: ServingLimits) -> list[str]:
     if data is None:
         raise BadRequest(f"input {V2_INPUT_NAME!r} has no data")
     values = _flatten(data)
-    shape = list(getattr(inp, "shape", None) or [])
-    if shape:
-        if any(not isinstance(d, int) or d < 0 for d in shape):
-            raise BadRequest(f"input {V2_INPUT_NAME!r} has an invalid shape {shape}")
-        expected = math.prod(shape)
-        if expected != len(values):
-            raise BadRequest(
-                f"input {V2_INPUT_NAME!r} has shape {shape} ({expected} values) but its data holds {len(values)}"
-            )
-        if len(shape) > 1 and math.prod(shape[1:]) != 1:
-            raise BadRequest(f"input {V2_INPUT_NAME!r} must have shape [n] or [n, 1], got {shape}")
-    _check_count(len(values), f"input {V2_INPUT_NAME!r}", limits)
+    shape = getattr(inp, "shape", None)
+    expected = check_v2_shape(shape)
+    if expected != len(values):
+        raise BadRequest(
+            f"input {V2_INPUT_NAME!r} has shape {list(shape)} ({expected} values) but its data holds {len(values)}",
+            reason="invalid_shape",
+        )
+    check_count(len(values), f"input {V2_INPUT_NAME!r}", limits)
     return [check_text(v, f"{V2_INPUT_NAME}[{i}]", limits) for i, v in enumerate(values)]
 
 
 V2_BINARY_HEADER = "inference-header-content-length"
 _BYTES_LENGTH_PREFIX = struct.Struct("<I")
-
-
-def check_v2_binary_body(body: bytes, header_length: str) -> None:
-    """Validate a V2 request in the binary tensor extension before KServe decodes it.
-
-    The body is ``header_length`` bytes of JSON followed by each input's raw tensor (``binary_data_size`` bytes;
-    for BYTES, elements are a 4-byte little-endian length and that many bytes). KServe decodes BYTES elements
-    with ``str(..., "utf-8")`` and an out-of-range size with numpy, both of which surface as HTTP 500; checking
-    the framing and the UTF-8 here turns every such client mistake into a 400 naming the input and element.
-    """
-    try:
-        json_length = int(header_length)
-    except ValueError:
-        raise BadRequest(f"header {V2_BINARY_HEADER}={header_length!r} is not an integer") from None
-    if not 0 < json_length <= len(body):
-        raise BadRequest(
-            f"header {V2_BINARY_HEADER}={json_length} does not fit a body of {len(body)} bytes; it must give the "
-            "length of the JSON part"
-        )
-    try:
-        header = json.loads(body[:json_length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(
-            f"the JSON part of the binary request ({json_length} bytes) is not valid JSON: {exc}"
-        ) from None
-    inputs = header.get("inputs") if isinstance(header, dict) else None
-    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
-        raise BadRequest('the JSON part of the binary request needs an "inputs" list of objects')
-    offset = json_length
-    for position, inp in enumerate(inputs):
-        name = inp.get("name", f"inputs[{position}]")
-        size = (inp.get("parameters") or {}).get("binary_data_size")
-        if size is None:
-            continue
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadRequest(f"input {name!r}: binary_data_size={size!r} must be a non-negative integer")
-        if offset + size > len(body):
-            raise BadRequest(
-                f"input {name!r}: binary_data_size={size} runs past the end of the body "
-                f"({len(body) - offset} bytes left after byte {offset})"
-            )
-        if str(inp.get("datatype", "")).upper() == "BYTES":
-            _check_binary_strings(body[offset : offset + size], str(name))
-        offset += size
-
-
-def _check_binary_strings(raw: bytes, name: str) -> None:
-    position, element = 0, 0
-    while position < len(raw):
-        if position + _BYTES_LENGTH_PREFIX.size > len(raw):
-            raise BadRequest(f"input {name!r}: element {element} has a truncated 4-byte length prefix")
-        (length,) = _BYTES_LENGTH_PREFIX.unpack_from(raw, position)
-        start = position + _BYTES_LENGTH_PREFIX.size
-        if start + length > len(raw):
-            raise BadRequest(
-                f"input {name!r}: element {element} declares {length} bytes but only {len(raw) - start} remain"
-            )
-        try:
-            raw[start : start + length].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"{name}[{element}] is not valid UTF-8 (invalid byte at position {exc.start})") from None
-        position, element = start + length, element + 1
 
 
 def encode_v2_binary_request(texts: Sequence[str | bytes], request_id: str | None = None) -> tuple[bytes, int]:

@@ -91,8 +91,10 @@ def create_app(predictor: SentinelPredictor) -> FastAPI:
     dataplane = DataPlane(model_registry=repository)
     extension = ModelRepositoryExtension(model_registry=repository)
     app = FastAPI(title="Prompt Sentinel", default_response_class=ORJSONResponse, docs_url=None, redoc_url=None)
-    install_http_guards(app, predictor.limits)
-    # RESTServer only wires an app here; the uvicorn config it builds is never started.
+    install_http_guards(app, predictor.limits, [predictor.name])
+    # RESTServer only wires an app here; the uvicorn config it builds is never started. Its public
+    # create_application() wires only KServe's module-level app, so the three private steps it consists of are
+    # called directly; tests/serving/test_kserve_seams.py fails if KServe changes them.
     rest = RESTServer("kserve.model_server:app", dataplane, extension, http_port=0)
     rest._add_middlewares(app)
     rest._register_endpoints(app)
@@ -130,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SentinelError as exc:
         logger.error("cannot serve model %r: %s", args.model, exc)
         return 1
-    install_http_guards(kserve.model_server.app, predictor.limits)
+    install_http_guards(kserve.model_server.app, predictor.limits, [predictor.name])
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

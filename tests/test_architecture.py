@@ -87,3 +87,17 @@ def test_packaged_folders_exist() -> None:
         top, *rest = package.split(".")
         folder = REPO / roots.get(top, f"{roots['']}/{top}") / Path(*rest)
         assert (folder / "__init__.py").is_file(), f"pyproject.toml packages {package!r}, but {folder} is no package"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_import(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Benchmarks are scripts nobody runs in CI: at least their imports must follow the code they measure."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when run as `python benchmarks/<script>`
+    name = f"benchmark_{script[:-3]}"
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)  # top-level code only: every script runs its work under main()
+    assert callable(getattr(module, "main", None)), f"{script} has no main()"

@@ -147,6 +147,11 @@ class SplitConfig(_Section):
         return self
 
 
+# Multilingual sentence encoders that ship inside a Python package (see prompt_sentinel.encoders); any other
+# `featurizer.embedding_model` value is a Hugging Face checkpoint reference.
+NAMED_TEXT_ENCODERS = ("use-multilingual", "e5-small")
+
+
 class FeaturizerConfig(_Section):
     # `combined` (MiniLM embeddings ⊕ SVD-reduced TF-IDF) generalizes far better than TF-IDF alone on small or
     # shifted data (demo test split: custom score 0.88 vs 0.28-0.41); `tfidf` is the fast choice for big corpora.
@@ -158,10 +163,32 @@ class FeaturizerConfig(_Section):
     svd_components: int = Field(200, gt=0, description="TF-IDF dimensions kept by TruncatedSVD in `combined`.")
     embedding_model: str = Field(
         "bundled:all-MiniLM-L6-v2",
-        description="Sentence-transformer directory: local path, gs:// URI, or 'bundled:all-MiniLM-L6-v2'.",
+        description="Sentence encoder: a Hugging Face sentence-transformer directory (local path, gs:// URI, or "
+        "'bundled:all-MiniLM-L6-v2', English only) or a built-in multilingual encoder shipped as a Python package: "
+        "'use-multilingual' (Universal Sentence Encoder multilingual v3, 512-d) or 'e5-small' (multilingual-e5-small "
+        "4-bit, 384-d, x86-64 Linux only). See prompt_sentinel.encoders.",
     )
     embedding_batch_size: int = Field(64, gt=0)
-    embedding_max_length: int = Field(256, gt=0)
+    embedding_max_length: int = Field(
+        256,
+        gt=0,
+        description="Tokens per text fed to a transformer encoder (MiniLM, e5-small); longer texts are truncated. "
+        "'use-multilingual' has no length limit and reads the whole text.",
+    )
+
+    @field_validator("embedding_model")
+    @classmethod
+    def _embedding_model_valid(cls, ref: str) -> str:
+        ref = ref.strip()
+        if not ref:
+            raise ValueError(f"empty encoder reference; use a checkpoint directory or one of {NAMED_TEXT_ENCODERS}")
+        folded = ref.casefold().replace("_", "-")
+        near = [
+            name for name in NAMED_TEXT_ENCODERS if folded == name or folded.replace("-", "") == name.replace("-", "")
+        ]
+        if near and ref not in NAMED_TEXT_ENCODERS:
+            raise ValueError(f"unknown encoder {ref!r}; did you mean {near[0]!r}? (built-in: {NAMED_TEXT_ENCODERS})")
+        return ref
 
 
 class BalanceConfig(_Section):
@@ -484,6 +511,20 @@ class ServingConfig(_Section):
     max_instances: int = Field(64, gt=0)
     max_chars: int = Field(20_000, gt=0)
     batch_size: int = Field(32, gt=0)
+    batch_max_chars: int = Field(
+        32_768,
+        gt=0,
+        description="Characters per model call: a batch holds at most batch_size texts and at most this many "
+        "characters (its first text always goes). Bounds how long one batch runs, and so how long a small request "
+        "can wait behind a large one.",
+    )
+    inference_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Model calls that may run at once. 1 suits CPU pods: torch already spreads one call over the "
+        "pod's cores, and scikit-learn featurizers hold the GIL; measure before raising it.",
+    )
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
 
 

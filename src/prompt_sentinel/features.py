@@ -3,7 +3,8 @@
 * ``tfidf`` — word 1–2-gram + character 3–5-gram TF-IDF (sparse). ``sublinear_tf`` and per-block L2
   normalization keep long prompts from dominating by sheer length (attacks in the reference data are much
   longer than benign prompts, and the model should learn wording, not size).
-* ``embeddings`` — mean-pooled, L2-normalized sentence embeddings (all-MiniLM-L6-v2 by default: 384-d).
+* ``embeddings`` — mean-pooled, L2-normalized sentence embeddings (all-MiniLM-L6-v2 by default: 384-d; the
+  multilingual ``use-multilingual`` and ``e5-small`` encoders of :mod:`prompt_sentinel.encoders` too).
 * ``combined`` — embeddings ⊕ TF-IDF reduced by TruncatedSVD (e.g. 384 + 200 dense dimensions).
 
 The featurizer is the first step of the saved skops pipeline, so serving never refits it. For skops the
@@ -172,10 +173,13 @@ class SentenceEmbedder:
 
 
 class EmbeddingTransformer(TransformerMixin, BaseEstimator):
-    """scikit-learn wrapper around :class:`SentenceEmbedder`.
+    """scikit-learn wrapper around the encoder :func:`prompt_sentinel.encoders.make_encoder` returns for
+    ``model_ref`` (an HF checkpoint's :class:`SentenceEmbedder`, or a built-in multilingual encoder).
 
     Holds only the model reference and sizes, so skops serializes plain attributes; the encoder is loaded on
-    the first ``transform`` in each process. Nothing is learned by ``fit``.
+    the first ``transform`` in each process. ``fit`` learns nothing but records the encoder's name and
+    fingerprint, and ``transform`` refuses an encoder whose fingerprint differs (other weights or package
+    version: other features than the classifier was trained on).
     """
 
     def __init__(
@@ -185,17 +189,30 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.max_length = max_length
 
-    def _embedder(self) -> SentenceEmbedder:
-        return SentenceEmbedder(self.model_ref, self.batch_size, self.max_length)
+    def _embedder(self) -> Any:
+        from prompt_sentinel.encoders import make_encoder  # encoders imports this module
+
+        return make_encoder(self.model_ref, self.batch_size, self.max_length)
 
     def fit(self, X: Any, y: Any = None) -> EmbeddingTransformer:
         _check_texts(X, "EmbeddingTransformer.fit")
-        self.embedding_dim_ = self._embedder().dim
+        encoder = self._embedder()
+        self.embedding_dim_ = encoder.dim
+        self.encoder_name_ = encoder.name
+        self.encoder_fingerprint_ = encoder.fingerprint
         return self
 
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "embedding_dim_")
-        vectors = self._embedder().encode(_check_texts(X, "EmbeddingTransformer.transform"))
+        encoder = self._embedder()
+        fitted_with = getattr(self, "encoder_fingerprint_", None)  # absent in artifacts saved before it existed
+        if fitted_with is not None and encoder.fingerprint != fitted_with:
+            raise ModelFormatError(
+                f"encoder {self.model_ref!r} installed here ({encoder.fingerprint}) is not the one this featurizer "
+                f"was fitted with ({fitted_with}): its features would differ from the training features; install "
+                "the same package version / checkpoint, or retrain the model"
+            )
+        vectors = encoder.encode(_check_texts(X, "EmbeddingTransformer.transform"))
         if vectors.shape[1] != self.embedding_dim_:
             raise ModelFormatError(
                 f"encoder {self.model_ref!r} now produces {vectors.shape[1]}-d vectors but this featurizer "

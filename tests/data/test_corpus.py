@@ -795,17 +795,20 @@ def test_starter_corpus_is_shipped_balanced_and_small(demo_blind_csv: Path) -> N
     assert set(share.index) == {0, 1, 2} and share.min() > 0.25
     families = frame["source"].str.split("/").str[0]
     assert families.value_counts(normalize=True).max() < 0.2  # no family dominates
-    blind = pd.read_csv(demo_blind_csv, keep_default_na=False)
-    assert not any(Exclusion(list(blind["text"]), SplitConfig()).contaminated(list(frame["text"])))
+    for held_out in (demo_blind_csv, STARTER.parent / "smoke" / "panel.csv"):  # what make run reports on
+        texts = list(pd.read_csv(held_out, keep_default_na=False)["text"])
+        assert not any(Exclusion(texts, SplitConfig()).contaminated(list(frame["text"]))), held_out.name
     sources_md = (STARTER / "SOURCES.md").read_text()
     for licence_dir in (STARTER / "licenses").iterdir():
         assert f"`{licence_dir.name}/" in sources_md, licence_dir.name
     for forbidden in ("bipia/table", "bipia/code", "harmbench/contextual"):
         assert forbidden not in set(frame["source"])
-    # everyday prompts are there and benign (hh-rlhf's greeting openers labelled harmful are filtered out)
+    # everyday prompts are there and benign (hh-rlhf's greeting openers labelled harmful are filtered out); the
+    # smoke panel's own everyday prompts ("hello, how are you?") were decontaminated away above
     keys = frame["text"].map(dedup_key)
-    for everyday in ("hello how are you", "how do i kill a python process", "thanks"):
+    for everyday in ("hello", "thanks"):
         assert frame.loc[keys == everyday, "label"].tolist() == [0], everyday
+    assert (frame.loc[frame["source"].str.startswith("sentinel-everyday/"), "label"] == 0).sum() >= 100
 
 
 def test_starter_corpus_holds_no_test_prompt(shared_data_dir: Path) -> None:
@@ -822,6 +825,7 @@ def test_starter_corpus_is_reproducible_from_its_recipe(tmp_path: Path, repo_roo
         excludes=[
             str(shared_data_dir / "prompts_test.csv"),
             str(repo_root / "src/prompt_sentinel/demo_data/demo_blind.csv"),
+            str(repo_root / "src/prompt_sentinel/datasets/smoke/panel.csv"),
         ],
         progress=False,
     )

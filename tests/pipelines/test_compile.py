@@ -13,6 +13,9 @@ from pipelines.submit import compile_pipeline, compiled_pipeline_path, pipeline_
 from prompt_sentinel.config import SentinelConfig
 
 STAGES = {
+    "plan-data",
+    "assemble-corpus",
+    "given-dataset",
     "validate-data",
     "split-data",
     "balance-report",
@@ -85,11 +88,14 @@ def test_every_stage_is_a_task(compiled) -> None:
 def test_pipeline_parameters(compiled) -> None:
     path, _, _ = compiled
     inputs = pipeline_inputs(path)
-    assert inputs["data_uri"] == {"type": "STRING", "default": None, "required": True}
+    # a run starts from a dataset or from a corpus recipe: neither parameter is required on its own
+    assert inputs["data_uri"] == {"type": "STRING", "default": "", "required": False}
+    assert inputs["recipe_uri"] == {"type": "STRING", "default": "", "required": False}
+    assert inputs["exclude_uris"] == {"type": "LIST", "default": [], "required": False}
     assert inputs["models"]["type"] == "LIST"
     assert inputs["models"]["default"] == SentinelConfig().training.models
     assert inputs["train_transformer"] == {"type": "BOOLEAN", "default": False, "required": False}
-    for name in ("blind_uri", "config_json", "registry_root", "model_name", "mlflow_uri", "results_uri"):
+    for name in ("recipe_root", "blind_uri", "config_json", "registry_root", "model_name", "mlflow_uri", "results_uri"):
         assert inputs[name]["default"] == "" and not inputs[name]["required"]
 
 

@@ -184,3 +184,30 @@ def test_a_failing_step_surfaces_its_own_error(tmp_path: Path, demo_csv: Path) -
     assert "dangerous" in message
     status = json.loads((tmp_path / "out" / "results" / "run_status.json").read_text())
     assert status["state"] == "FAILED" and status["failures"][0]["stage"] == "validate"
+
+
+def test_a_run_can_start_from_a_corpus_recipe(tmp_path: Path, demo_csv: Path, demo_blind_csv: Path) -> None:
+    """recipe -> assemble-corpus (decontaminated against the blind set) -> the usual stages."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"""
+name: demo-recipe
+root: {demo_csv.parent}
+sources:
+  - source: "demo/{{source}}"
+    path: {demo_csv.name}
+    text: "{{text}}"
+    label: {{field: label, map: {{"0": benign, "1": suspicious, "2": malicious}}}}
+"""
+    )
+    output = tmp_path / "out"
+    cfg = load_config(None, [*FAST, *NO_EXTRAS, *PERMISSIVE, f"registry.cache_dir={output / 'cache'}"])
+    request = LocalRunRequest(
+        data=None, recipe=str(recipe), blind=str(demo_blind_csv), output=output, cfg=cfg, models=["complement_nb"]
+    )
+    summary = run_local(request)
+    assert summary.status["state"] == "SUCCEEDED" and summary.promoted
+    corpus = next((output / "pipeline_root").rglob("corpus.csv"))
+    assert corpus.read_text().count("\n") > 300  # the demo prompts, normalized and deduplicated
+    stats = json.loads(next((output / "pipeline_root").rglob("corpus_stats.json")).read_text())
+    assert [e["path"].rsplit("/", 1)[-1] for e in stats["excludes"]] == [demo_blind_csv.name]

@@ -62,6 +62,16 @@ def test_prepare_local_run_lays_everything_under_output(tmp_path: Path, demo_csv
     assert paths.pipeline_root == tmp_path / "out" / "pipeline_root"
 
 
+def test_a_recipe_run_passes_the_recipe_and_its_excludes(tmp_path: Path, repo_root: Path, demo_blind_csv: Path) -> None:
+    recipe = repo_root / "configs" / "corpus" / "starter.yaml"
+    request = LocalRunRequest(
+        data=None, recipe=str(recipe), recipe_root="/data/raw", excludes=[str(demo_blind_csv)], output=tmp_path
+    )
+    args = prepare_local_run(request)[2]
+    assert (args["data_uri"], args["recipe_uri"], args["recipe_root"]) == ("", str(recipe), "/data/raw")
+    assert args["exclude_uris"] == [str(demo_blind_csv.resolve())]
+
+
 def test_transformer_in_models_turns_the_branch_on(tmp_path: Path, demo_csv: Path) -> None:
     request = LocalRunRequest(data=str(demo_csv), output=tmp_path, models=["logreg", "transformer"])
     assert prepare_local_run(request)[2]["train_transformer"] is True
@@ -74,6 +84,8 @@ def test_transformer_in_models_turns_the_branch_on(tmp_path: Path, demo_csv: Pat
         ({"blind": "missing-blind.csv"}, DataError, "--blind"),
         ({"models": ["logreg", "gpt"]}, ConfigError, "gpt"),
         ({"data": "."}, DataError, "directory"),
+        ({"recipe": "configs/corpus/starter.yaml"}, ConfigError, "exactly one of --data"),
+        ({"data": None}, ConfigError, "exactly one of --data"),
     ],
 )
 def test_bad_input_fails_before_any_step_runs(
@@ -110,7 +122,8 @@ def test_parse_params_types_values_by_the_pipeline_inputs() -> None:
 
 def test_pipeline_inputs_of_the_committed_package(repo_root: Path) -> None:
     inputs = pipeline_inputs(repo_root / "pipelines" / "compiled" / "training_pipeline.yaml")
-    assert inputs["data_uri"]["required"] and not inputs["blind_uri"]["required"]
+    assert not inputs["data_uri"]["required"] and not inputs["recipe_uri"]["required"]
+    assert not inputs["blind_uri"]["required"]
     with pytest.raises(PipelineError, match="cannot read"):
         pipeline_inputs(repo_root / "no-such-package.yaml")
 

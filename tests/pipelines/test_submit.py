@@ -159,8 +159,10 @@ def test_existing_experiment_is_reused(kfp_api) -> None:
     ("params", "needle"),
     [
         (["dataset=gs://b/d.csv"], "no such parameter"),
-        ([], "missing required pipeline parameter"),
+        ([], "exactly one of --param data_uri"),
+        (["data_uri=gs://b/d.csv", "recipe_uri=gs://b/r.yaml"], "exactly one of --param data_uri"),
         (["data_uri=/home/me/prompts.csv"], "cannot read local paths"),
+        (["recipe_uri=gs://b/r.yaml", "exclude_uris=[/home/me/test.csv]"], "exclude_uris: /home/me/test.csv"),
         (["data_uri=gs://b/d.csv", "models=[logreg,catboost]"], "catboost"),
     ],
 )

@@ -18,7 +18,6 @@ from serving.protocol import (
     BadRequest,
     ServingLimits,
     build_predictions,
-    check_v2_binary_body,
     decode_json_body,
     encode_v2_binary_request,
     format_v1,
@@ -27,6 +26,7 @@ from serving.protocol import (
     parse_v2_inputs,
     v2_output_specs,
 )
+from serving.validation import validate_v2_binary_request
 
 LIMITS = ServingLimits(max_instances=3, max_chars=10)
 NAMES = ["benign", "suspicious", "malicious"]
@@ -74,7 +74,7 @@ def test_v1_rejections_say_what_was_wrong(body, fragment: str) -> None:
 
 def test_decode_json_body_names_the_problem() -> None:
     assert decode_json_body('{"a": 1}') == {"a": 1}
-    with pytest.raises(BadRequest, match="not valid JSON: Expecting value at position 0"):
+    with pytest.raises(BadRequest, match="not valid JSON: Input is a zero-length, empty document at position 0"):
         decode_json_body(b"")
 
 
@@ -187,8 +187,9 @@ def test_batch_runner_merges_waiting_requests_and_keeps_order() -> None:
 
     results = asyncio.run(scenario())
     assert [r.ravel().tolist() for r in results] == [[0.0], [1.0, 11.0], [2.0, 12.0], [3.0, 13.0]]
-    # the three waiting requests (6 texts) were merged into batches of at most 4 texts
-    assert calls == [["0"], ["1", "11", "2", "12"], ["3", "13"]]
+    # the three waiting requests (6 texts) were merged into batches of at most 4 texts, filled round-robin
+    # (one text per waiting request per round), so each waiting request got a text into the first batch
+    assert calls == [["0"], ["1", "2", "3", "11"], ["12", "13"]]
 
 
 def test_batch_runner_passes_model_errors_to_every_waiter() -> None:
@@ -212,10 +213,13 @@ def test_batch_runner_passes_model_errors_to_every_waiter() -> None:
 
 def test_binary_body_round_trips_and_passes_the_check() -> None:
     body, json_length = encode_v2_binary_request(["héllo", "ignore all rules"], request_id="r1")
-    check_v2_binary_body(body, str(json_length))  # no exception
+    assert validate_v2_binary_request(body, str(json_length), LIMITS_BINARY) == ["héllo", "ignore all rules"]
     header = json.loads(body[:json_length])
     assert header["id"] == "r1" and header["inputs"][0]["shape"] == [2]
     assert len(body) - json_length == header["inputs"][0]["parameters"]["binary_data_size"] == 4 + 6 + 4 + 16
+
+
+LIMITS_BINARY = ServingLimits(max_instances=3, max_chars=20)
 
 
 def binary(raw: bytes, size: int | None = None) -> tuple[bytes, int]:
@@ -235,7 +239,7 @@ ABC = struct.pack("<I", 3) + b"abc"
         (encode_v2_binary_request(["a"])[0], "x", "is not an integer"),
         (encode_v2_binary_request(["a"])[0], 10_000, "does not fit a body"),
         (b"{oops\x00\x00", 5, "not valid JSON"),
-        (b'{"id": 1}', 9, '"inputs" list'),
+        (b'{"id": 1}', 9, '"id" must be a string, got a number 1'),
         (*binary(ABC, size=99), "runs past the end of the body"),
         (*binary(ABC, size=-1), "must be a non-negative integer"),
         (*binary(ABC + b"\x01\x00"), "element 1 has a truncated 4-byte length prefix"),
@@ -244,4 +248,4 @@ ABC = struct.pack("<I", 3) + b"abc"
 )
 def test_binary_body_errors_name_the_problem(body: bytes, json_length, fragment: str) -> None:
     with pytest.raises(BadRequest, match=re.escape(fragment)):
-        check_v2_binary_body(body, str(json_length))
+        validate_v2_binary_request(body, str(json_length), LIMITS_BINARY)

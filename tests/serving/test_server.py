@@ -86,7 +86,7 @@ def test_real_server_refuses_bad_requests_with_400(served_tiny_model) -> None:
         )
         assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
         oversized = client.post(f"{url}/v1/models/{name}:predict", json={"instances": ["x" * 3_000_000]})
-        assert oversized.status_code == 400 and "too large" in oversized.json()["error"]
+        assert oversized.status_code == 413 and "too large" in oversized.json()["error"]
         # V2 binary tensor extension: KServe's own decoder would answer invalid UTF-8 with a 500
         body, json_length = encode_v2_binary_request([b"\xff"])
         binary = client.post(

@@ -1,4 +1,4 @@
-"""``sentinel data assemble``: a thin wrapper over :func:`prompt_sentinel.data.corpus.assemble_corpus`."""
+"""``sentinel data assemble``: a thin wrapper over the assemble stage (:mod:`prompt_sentinel.stages.assemble`)."""
 
 from __future__ import annotations
 
@@ -53,11 +53,10 @@ def assemble(
     set_: SetOption = None,
 ) -> None:
     """Assemble a training corpus from RECIPE: dedup, conflict drop, decontamination, caps, groups."""
-    from prompt_sentinel.data.corpus import assemble_corpus
+    from prompt_sentinel.stages import assemble
 
-    cfg = resolve_config(config, set_)
-    result = assemble_corpus(
-        recipe, out, excludes=exclude or [], labels=cfg.labels, split_cfg=cfg.split, root=root, progress=progress
+    result = assemble.run(
+        recipe, resolve_config(config, set_), out, excludes=exclude or [], root=root, progress=progress
     )
     console = Console()
     console.print(counts_table(result))

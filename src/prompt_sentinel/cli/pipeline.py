@@ -13,10 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from prompt_sentinel.cli.common import ConfigOption, SetOption, resolve_config
-
-DEMO_DIR = Path(__file__).resolve().parents[1] / "demo_data"
-DEMO_DATA = DEMO_DIR / "demo_prompts.csv"
-DEMO_BLIND = DEMO_DIR / "demo_blind.csv"
+from prompt_sentinel.datasets import DEMO_BLIND, STARTER_CORPUS
+from prompt_sentinel.errors import PipelineError
 
 
 def _fmt(value: Any) -> str:
@@ -69,14 +67,27 @@ def register(app: typer.Typer) -> None:
         data: Annotated[
             str | None,
             typer.Option(
-                "--data", "-d", help="Labelled dataset (CSV/JSONL/Parquet, path or gs://). Default: demo set."
+                "--data",
+                "-d",
+                help="Labelled dataset (CSV/JSONL/Parquet, path or gs://). Default: the bundled starter corpus.",
             ),
+        ] = None,
+        recipe: Annotated[
+            str | None,
+            typer.Option(help="Corpus recipe (YAML) to assemble the training data from, instead of --data."),
+        ] = None,
+        recipe_root: Annotated[
+            str | None, typer.Option(help="Folder the recipe's source paths are relative to (overrides root:).")
+        ] = None,
+        exclude: Annotated[
+            list[str] | None,
+            typer.Option(help="With --recipe: an evaluation set the corpus is decontaminated against. Repeatable."),
         ] = None,
         blind: Annotated[
             str | None,
             typer.Option(
                 help="External blind set (reported, never used to select). Default: demo blind set "
-                "when --data is not given."
+                "when neither --data nor --recipe is given."
             ),
         ] = None,
         models: Annotated[
@@ -120,10 +131,13 @@ def register(app: typer.Typer) -> None:
         from pipelines.local_run import LocalRunRequest, run_local
 
         cfg = resolve_config(config, set_)
-        if data is None:
-            data, blind = str(DEMO_DATA), blind or str(DEMO_BLIND)
+        if data is None and recipe is None:
+            data, blind = str(STARTER_CORPUS), blind or str(DEMO_BLIND)
         request = LocalRunRequest(
             data=data,
+            recipe=recipe,
+            recipe_root=recipe_root,
+            excludes=exclude or [],
             output=output,
             cfg=cfg,
             blind=blind,
@@ -224,7 +238,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _smoke(console: Console, request: Any, summary: Any) -> None:
-    """Serve the champion, classify a benign and a malicious prompt over V1 and V2, print the answers."""
+    """Serve the champion, send the smoke panel over V1 and V2, print the answers; fail when it blocks an everyday
+    prompt (a newcomer's first request must not be a false block) or the two protocols disagree."""
     from pipelines.local_run import prepare_local_run, serve_smoke_test, smoke_prompts, smoke_target
 
     _, cfg, arguments = prepare_local_run(request)
@@ -235,10 +250,24 @@ def _smoke(console: Console, request: Any, summary: Any) -> None:
     ref, what = target
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     console.print(f"[bold]serve smoke test[/bold]: starting the KServe model server on the {what}")
-    answers = serve_smoke_test(ref, cfg.registry.model_name, smoke_prompts(arguments["data_uri"], cfg))
-    table = Table(title="Serve smoke test (127.0.0.1)")
-    for column in ("protocol", "expected", "label", "decision", "prompt"):
+    verdict = serve_smoke_test(ref, cfg.registry.model_name, smoke_prompts(cfg, arguments["data_uri"]))
+    table = Table(title="Serve smoke test (127.0.0.1, V1; V2 gave the same answers)")
+    for column in ("kind", "expected", "decision", "label", "prompt"):
         table.add_column(column)
-    for a in answers:
-        table.add_row(a.protocol, a.expected, a.label, a.decision or "", a.text[:60])
+    for a in verdict.answers:
+        if a.protocol != "v1":
+            continue
+        style = "green" if a.right else "red"
+        table.add_row(
+            a.prompt.kind, "/".join(a.prompt.expected), f"[{style}]{a.decision}[/{style}]", a.label, a.prompt.text[:70]
+        )
     console.print(table)
+    console.print(f"smoke panel: {verdict.summary()}")
+    if verdict.protocol_disagreements:
+        raise PipelineError(f"V1 and V2 answered differently for: {verdict.protocol_disagreements}")
+    if verdict.blocked_everyday:
+        raise PipelineError(
+            f"the served model blocks {len(verdict.blocked_everyday)} everyday benign prompt(s): "
+            + "; ".join(repr(t) for t in verdict.blocked_everyday)
+            + " (train on more benign data, e.g. the starter corpus, or raise serving.decision.block_threshold)"
+        )
