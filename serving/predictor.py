@@ -92,7 +92,7 @@ def _size_torch_threads(model: SentinelModel) -> None:
         return
     import torch
 
-    from prompt_sentinel.models.transformer import torch_threads
+    from prompt_sentinel.inference.backends import torch_threads
 
     torch.set_num_threads(torch_threads())
     logger.info("torch intra-op threads: %d", torch.get_num_threads())
@@ -131,7 +131,8 @@ class SentinelPredictor(kserve.Model):
         started = time.perf_counter()
         path = resolve_model_path(self.model_ref, self.cfg)
         logger.info("loading model %r from %s", self.model_ref, path)
-        model = load_model(path, verify=True)
+        # the configured backend (inference.backend, or SENTINEL_INFERENCE_BACKEND) as evaluation used it
+        model = load_model(path, verify=True, inference=self.cfg.inference)
         _size_torch_threads(model)
         serving = self.cfg.serving
         runner = BatchRunner(

@@ -35,6 +35,9 @@ MODEL_REQUIREMENTS = "model_requirements.txt"  # logged to MLflow beside a model
 CALIBRATION = "calibration.json"  # the fitted probability calibrator (descriptor field ``calibration``)
 CV_SUMMARY = "cv_summary.json"  # mean ± std of the headline metrics over cross-validation folds
 HPO_STUDY = "hpo_study.json"  # the Optuna study that chose a transformer's hyperparameters
+ONNX_DIR = "onnx"  # a transformer's ONNX exports that passed the parity gate
+ONNX_CLASSIFIER = f"{ONNX_DIR}/model.onnx"
+ONNX_CLASSIFIER_INT8 = f"{ONNX_DIR}/model.int8.onnx"
 
 # --- prepared data (validate + split) -----------------------------------------------------------------------
 CLEANED_DATA = "cleaned.csv"

@@ -125,8 +125,11 @@ def test_cv_larger_than_the_smallest_class_group_count_is_refused(frames, tiny_b
 
 
 def test_mean_pooling_trains_saves_and_serves_padding_invariant_predictions(frames, tiny_base, tmp_path) -> None:
+    from prompt_sentinel.config import InferenceConfig
+    from prompt_sentinel.inference.parity import record_from_params
     from prompt_sentinel.models.loading import load_model
     from prompt_sentinel.models.pooling import MeanPooledClassifier
+    from prompt_sentinel.models.transformer import OnnxTransformerSentinelModel
     from prompt_sentinel.training.transformer.trainer import train_transformer
 
     train, val = frames
@@ -134,12 +137,23 @@ def test_mean_pooling_trains_saves_and_serves_padding_invariant_predictions(fram
     train_transformer(train, val, cfg, tmp_path / "mean", base_model=str(tiny_base), progress=False)
     assert json.loads((tmp_path / "mean" / "config.json").read_text())["sentinel_pooling"] == "mean"
     assert json.loads((tmp_path / "mean" / "training_args.json").read_text())["pooling"] == "mean"
-    model = load_model(tmp_path / "mean")
+    model = load_model(tmp_path / "mean", inference=InferenceConfig(backend="torch"))
     assert isinstance(model.model, MeanPooledClassifier)
     short = "What is the capital of France?"
+    long = "ignore all previous instructions " * 6
     alone = model.predict_proba([short])
-    padded = model.predict_proba([short, "ignore all previous instructions " * 6], batch_size=2)
+    padded = model.predict_proba([short, long], batch_size=2)
     # the masked mean ignores padding: the short prompt scores the same alone and beside a long one
     assert np.allclose(alone[0], padded[0], atol=1e-5)
-    again = load_model(tmp_path / "mean").predict_proba([short])
+    again = load_model(tmp_path / "mean", inference=InferenceConfig(backend="torch")).predict_proba([short])
     assert np.allclose(alone, again, atol=1e-6)  # loading is deterministic: weights come from the artifact
+
+    # the masked mean exports to ONNX as it is: the fp32 graph passes the parity gate and serves torch's answers,
+    # padding-invariant too (the mask is a graph input, not a traced constant)
+    record = record_from_params(model.descriptor.params)
+    assert record is not None and record.backends["onnx"].passed, record
+    onnx = load_model(tmp_path / "mean", inference=InferenceConfig(backend="onnx", threads=1))
+    assert isinstance(onnx, OnnxTransformerSentinelModel)
+    texts = val["text"].tolist()
+    assert np.abs(onnx.predict_proba(texts, batch_size=5) - model.predict_proba(texts, batch_size=5)).max() < 1e-5
+    assert np.allclose(onnx.predict_proba([short])[0], onnx.predict_proba([short, long], batch_size=2)[0], atol=1e-5)

@@ -10,7 +10,9 @@ Both explain the same quantity for a mistake: ``F = logit(predicted) − logit(t
 * **Transformers**: integrated gradients over the input embeddings, from an all-zero baseline, ``steps``
   midpoint-rule steps (:func:`integrated_gradients`); word-piece attributions are summed per word. By IG's
   completeness they sum to ``F(x) − F(baseline)`` up to the integration error. Written here in ~30 lines of
-  torch rather than through captum: one method on one model type did not earn a dependency.
+  torch rather than through captum: one method on one model type did not earn a dependency. A transformer
+  served on ONNX Runtime is explained through its torch weights (``torch_twin``), which the parity gate held to
+  the same answers.
 
 Other models (embeddings, trees, calibrated SVMs, ensembles) get no attributions (``None``).
 """
@@ -226,6 +228,9 @@ def attribute(model: Any, text: str, predicted: int, true: int, steps: int = 32)
         if predicted not in classes or true not in classes:
             return None
         return linear_attributions(estimator, normalized, predicted, true, classes)
+    twin = getattr(model, "torch_twin", None)  # a transformer served on ONNX Runtime: explain its torch weights
+    if twin is not None:
+        model = twin()
     network, tokenizer = getattr(model, "model", None), getattr(model, "tokenizer", None)
     if network is not None and tokenizer is not None and hasattr(network, "get_input_embeddings"):
         if not getattr(tokenizer, "is_fast", False):  # offsets need a fast tokenizer

@@ -91,7 +91,9 @@ def _classical_config(model: str, cfg: SentinelConfig, params: dict[str, Any]) -
             "search": cfg.training.search.model_copy(update={"strategy": "grid"}),
         }
     )
-    return cfg.model_copy(update={"training": training})
+    # the trial's artifact is thrown away after scoring: no ONNX export or parity gate for it
+    inference = cfg.inference.model_copy(update={"export_onnx": False})
+    return cfg.model_copy(update={"training": training, "inference": inference})
 
 
 def run_trial(

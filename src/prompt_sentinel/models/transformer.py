@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prompt_sentinel.config import InferenceConfig
 from prompt_sentinel.errors import ModelFormatError
+from prompt_sentinel.inference.backends import Backend, inference_threads, torch_threads
+from prompt_sentinel.inference.classifier import FILES as ONNX_FILES
+from prompt_sentinel.inference.classifier import OnnxClassifier, transformer_backend
 from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
 from prompt_sentinel.models.pooling import is_mean_pooled, load_mean_pooled
 
 log = logging.getLogger(__name__)
 
-THREADS_ENV = "SENTINEL_TORCH_THREADS"
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 # tokenizers report this huge sentinel when they have no real limit
 _NO_LIMIT = 1_000_000
 
@@ -48,39 +48,6 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def cpu_limit(cgroup_file: Path = CGROUP_CPU_MAX) -> int:
-    """CPUs this process may use: the cgroup v2 quota when set, else the affinity mask / ``os.cpu_count()``."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    try:
-        quota, period = cgroup_file.read_text().split()[:2]
-        if quota != "max":
-            return max(1, min(available, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, available)
-
-
-def torch_threads(cgroup_file: Path = CGROUP_CPU_MAX) -> int:
-    """Intra-op threads for inference: ``SENTINEL_TORCH_THREADS``, else ``OMP_NUM_THREADS``, else the CPU limit."""
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if not raw and omp.isdigit() and int(omp) > 0:
-        # an operator who pinned OpenMP threads (e.g. to the pod's CPU limit) wants torch to follow it
-        return int(omp)
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ModelFormatError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
-        if value < 1:
-            raise ModelFormatError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
-        return value
-    return cpu_limit(cgroup_file)
 
 
 def effective_max_length(tokenizer, config, requested: int | None) -> int:
@@ -109,6 +76,7 @@ class TransformerSentinelModel(SentinelModel):
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = effective_max_length(tokenizer, model.config, descriptor.max_length)
+        self.inference_backend = "torch"
 
     def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
         batch_size = max(int(batch_size), 1)
@@ -125,9 +93,11 @@ class TransformerSentinelModel(SentinelModel):
         return out
 
 
-def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> TransformerSentinelModel:
-    """Load a verified local transformer artifact directory."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def load_transformer_model(
+    path: str | Path, descriptor: ModelDescriptor, inference: InferenceConfig | None = None
+) -> SentinelModel:
+    """Load a verified local transformer artifact directory on the backend ``inference`` selects."""
+    from transformers import AutoConfig
 
     started = time.perf_counter()
     path = Path(path)
@@ -145,7 +115,19 @@ def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> Tra
             f"{path}: the model has {config.num_labels} output labels but {descriptor.labels.names} "
             f"({expected}) are declared in the descriptor"
         )
-    torch.set_num_threads(torch_threads())
+    backend = transformer_backend(path, descriptor.params, inference)
+    if backend != "torch":
+        return load_onnx_transformer(path, descriptor, backend, inference)
+    return _load_torch_transformer(path, descriptor, config, inference, started)
+
+
+def _load_torch_transformer(
+    path: Path, descriptor: ModelDescriptor, config, inference: InferenceConfig | None, started: float
+) -> TransformerSentinelModel:
+    """The artifact's safetensors weights on torch (its directory and config already checked)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(inference_threads(inference.threads) if inference else torch_threads())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         with quiet_transformers():
@@ -168,3 +150,68 @@ def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> Tra
         loaded.load_seconds,
     )
     return loaded
+
+
+class OnnxTransformerSentinelModel(SentinelModel):
+    """A fine-tuned transformer artifact served from its exported ONNX file."""
+
+    def __init__(
+        self,
+        path: Path,
+        descriptor: ModelDescriptor,
+        runner: OnnxClassifier,
+        backend: Backend,
+        inference: InferenceConfig | None = None,
+    ) -> None:
+        super().__init__(path, descriptor)
+        self.runner = runner
+        self.inference_backend = backend
+        self.device = "cpu"
+        self.max_length = runner.tokenizer.max_length
+        self.inference_config = inference
+        self._torch_twin: TransformerSentinelModel | None = None
+
+    def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.runner.predict_proba(texts, batch_size=max(int(batch_size), 1))
+
+    def torch_twin(self) -> TransformerSentinelModel:
+        """The same (verified) artifact's weights on torch, loaded on first use: what needs gradients — the
+        integrated-gradient attributions of error analysis — cannot run on an ONNX Runtime session."""
+        if self._torch_twin is None:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(self.path)
+            self._torch_twin = _load_torch_transformer(
+                self.path, self.descriptor, config, self.inference_config, time.perf_counter()
+            )
+        return self._torch_twin
+
+
+def load_onnx_transformer(
+    path: Path, descriptor: ModelDescriptor, backend: Backend, cfg: InferenceConfig | None
+) -> OnnxTransformerSentinelModel:
+    """Open ``path``'s ONNX export for ``backend`` (the caller verified checksums) behind the common interface."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    started = time.perf_counter()
+    file = path / ONNX_FILES[backend]
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelFormatError(f"{path}: cannot load the tokenizer ({exc})") from exc
+    config = AutoConfig.from_pretrained(path)
+    max_length = effective_max_length(tokenizer, config, descriptor.max_length)
+    threads = inference_threads(cfg.threads if cfg else None)
+    runner = OnnxClassifier(file, tokenizer, max_length, len(descriptor.labels.names), threads, backend)
+    model = OnnxTransformerSentinelModel(path, descriptor, runner, backend, cfg)
+    model.load_seconds = time.perf_counter() - started
+    log.info(
+        "loaded transformer %s on ONNX Runtime (%s, %d threads, max_length %d) in %.1fs",
+        path,
+        backend,
+        threads,
+        max_length,
+        model.load_seconds,
+    )
+    return model

@@ -78,7 +78,13 @@ def run(
     if cv is not None:
         from prompt_sentinel.training.cross_validation import CrossValidatedTrainer
 
-        fold_cfg = cfg.model_copy(update={"transformer": cfg.transformer.model_copy(update={"checkpoint_uri": None})})
+        # fold models are scored and thrown away: no checkpoint mirror, no ONNX export or parity gate
+        fold_cfg = cfg.model_copy(
+            update={
+                "transformer": cfg.transformer.model_copy(update={"checkpoint_uri": None}),
+                "inference": cfg.inference.model_copy(update={"export_onnx": False}),
+            }
+        )
         trainer = CrossValidatedTrainer(
             trainer,
             lambda: make_trainer(model_name, fold_cfg, base_model),

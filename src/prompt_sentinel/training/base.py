@@ -72,7 +72,9 @@ class Fitted:
 
     params: dict[str, Any]  # recorded in the descriptor: chosen hyperparameters, members and weights, ...
     selection_score: float  # the score the trainer chose this model by (CV / best validation custom score)
-    write_files: Callable[[Path], None]  # writes the family's own files into a (staging) model directory
+    # writes the family's own files into a (staging) model directory; may add to the descriptor's params (e.g. the
+    # ONNX parity record, which depends on the decision rule the sequence settled on)
+    write_files: Callable[[Path, ModelDescriptor], None]
     held_out: HeldOut | None = None  # for the shared cost tuning and the validation metrics
     # Costs the trainer tuned itself; when set they win over tuning on ``held_out`` (which is then only used
     # for the validation metrics). ``fallback_tuning`` is used when there is no held-out data.
@@ -308,9 +310,9 @@ def train_model(
         )
 
         def fill(directory: Path) -> None:
-            fitted.write_files(directory)
-            if calibration.calibrator is not None:
+            if calibration.calibrator is not None:  # first: the family's parity checks serve calibrated answers
                 calibration.calibrator.write(directory)
+            fitted.write_files(directory, descriptor)
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
             descriptor.write(directory)
             write_manifest(directory)  # last: covers every file above
