@@ -44,6 +44,7 @@ from components.status import record_run_status
 from components.train_classical import train_classical_model
 from components.train_transformer import train_transformer_model
 from components.validate import validate_data
+from prompt_sentinel.cluster import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TOLERATION, MLFLOW_TOKEN_ENV
 from prompt_sentinel.config import SentinelConfig
 
 PIPELINE_NAME = "prompt-sentinel-training"
@@ -51,9 +52,6 @@ PIPELINE_DESCRIPTION = (
     "Validate, split, train (classical fan-out + optional GPU transformer), evaluate, select against the "
     "current champion, and push/deploy the winner."
 )
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
-MLFLOW_TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
 RETRY_BACKOFF = "60s"
 
 # (cpu request, memory request) per step: what the step needs on the demo-to-100k-row range.
@@ -192,7 +190,7 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
                 _settle(transformer, "train-transformer", "train transformer (GPU)", cache=True)
                 transformer.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
                 kubernetes.add_node_selector(transformer, GPU_NODE_LABEL, pcfg.gpu_accelerator)
-                kubernetes.add_toleration(transformer, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+                kubernetes.add_toleration(transformer, **GPU_TOLERATION)
                 _retry(transformer, pcfg.training_retries)
                 _mlflow_token(transformer, pcfg.mlflow_secret)
                 transformer_eval = evaluate_candidate(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,10 +212,51 @@ class BalanceConfig(_Section):
     k_neighbors: int = Field(5, ge=1)
 
 
+class OptunaConfig(_Section):
+    """The Optuna study of ``training.search.strategy: optuna`` (:mod:`prompt_sentinel.training.optuna_search`)."""
+
+    n_trials: int = Field(
+        20, ge=1, description="Trials in the whole study; a resumed study runs only those still missing."
+    )
+    timeout_s: float | None = Field(None, gt=0, description="Start no new trial after this many seconds (None: none).")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="tpe (seeded TPESampler) or random (RandomSampler).")
+    n_startup_trials: int = Field(5, ge=0, description="Random trials before TPE starts modelling the space.")
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median",
+        description="Stops a trial whose intermediate scores (per CV fold, per transformer evaluation) trail the "
+        "others': median (MedianPruner), hyperband (HyperbandPruner) or none.",
+    )
+    pruner_warmup_steps: int = Field(0, ge=0, description="Intermediate reports a trial makes before it may be pruned.")
+    storage: str | None = Field(
+        None,
+        description="Study storage, an RDB URL (sqlite:///hpo.db, postgresql://...): an interrupted search resumes "
+        "from it; None = in memory.",
+    )
+    study_name: str | None = Field(
+        None,
+        description="None = '<model>-<training data sha256[:12]>', so rerunning the same search resumes it.",
+    )
+    ranges: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="Per-model ranges replacing the built-in Optuna space: {param: {low, high, log}} or "
+        "{param: {choices: [...]}}; every bound is checked against the parameter's declared constraints.",
+    )
+
+
 class SearchConfig(_Section):
-    strategy: Literal["random", "grid"] = "random"
+    strategy: Literal["random", "grid", "optuna"] = Field(
+        "random",
+        description="random / grid over the candidate grid, or optuna (a seeded study; the transformer is searched "
+        "only with optuna).",
+    )
     n_iter: int = Field(6, ge=1, description="Candidates tried by random search.")
     cv_folds: int = Field(3, ge=2)
+    group_by_source_family: bool = Field(
+        False,
+        description="Also keep each source family (the 'source' column up to its first '/') in one CV fold, so "
+        "folds score on families the model did not train on.",
+    )
+    optuna: OptunaConfig = Field(default_factory=OptunaConfig)
 
 
 CLASSICAL_MODELS = ("logreg", "linear_svm", "random_forest", "hist_gb", "complement_nb", "mlp")
@@ -383,6 +425,21 @@ class EnsembleConfig(_Section):
         return step
 
 
+class CalibrationConfig(_Section):
+    """Post-hoc probability calibration fitted on the validation split (:mod:`prompt_sentinel.training.calibration`)."""
+
+    method: Literal["auto", "temperature", "isotonic", "sigmoid", "none"] = Field(
+        "auto",
+        description="auto: temperature scaling for transformers, `classical_method` for scikit-learn models, none "
+        "for ensembles (their members are calibrated). Kept only when it lowers the cross-fitted NLL on validation.",
+    )
+    classical_method: Literal["isotonic", "sigmoid"] = Field(
+        "sigmoid", description="What 'auto' fits for scikit-learn models (per-class one-vs-rest, renormalized)."
+    )
+    folds: int = Field(5, ge=2, description="Cross-fitting folds over the validation rows for the keep-or-drop NLL.")
+    min_rows: int = Field(30, ge=2, description="Fewer validation rows than this: no calibration.")
+
+
 class TrainingConfig(_Section):
     models: list[str] = Field(default_factory=lambda: ["logreg", "linear_svm", "complement_nb"])
     search: SearchConfig = Field(default_factory=SearchConfig)
@@ -390,6 +447,7 @@ class TrainingConfig(_Section):
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     length_balance: LengthBalanceConfig = Field(default_factory=LengthBalanceConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     param_grids: dict[str, dict[str, list[Any]]] = Field(
         default_factory=dict, description="Per-model search space overriding the built-in one."
     )
@@ -445,6 +503,18 @@ class TransformerConfig(_Section):
         None, gt=0, description="Also checkpoint every N optimizer steps; None = only at each evaluation."
     )
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient-norm clipping; None = no clipping.")
+    pooling: Literal["cls", "mean"] = Field(
+        "cls",
+        description="cls: the architecture's own classification head (BERT: its [CLS] pooler); mean: a linear head "
+        "on the attention-masked mean of the last hidden states.",
+    )
+    dropout: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Dropout of the encoder and the classification head (every *dropout* field the base model's "
+        "config has); None = the base model's own.",
+    )
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
 
 
@@ -456,6 +526,12 @@ class GateConfig(_Section):
     max_latency_p95_ms: float = Field(100.0, gt=0)
     significance: float = Field(0.05, gt=0, lt=1)
     champion_test: Literal["mcnemar", "bootstrap"] = "mcnemar"
+    max_cv_std: float = Field(
+        0.05,
+        ge=0,
+        description="Largest standard deviation of the custom score across cross-validation folds; applied when an "
+        "evaluation carries one (classical search, `--cv K` transformer).",
+    )
 
 
 class EvaluationConfig(_Section):
@@ -470,6 +546,25 @@ class EvaluationConfig(_Section):
     robustness_max_samples: int = Field(
         100, ge=1, description="Attack prompts (seeded sample) each robustness transform is applied to."
     )
+    mistakes_per_cell: int = Field(
+        5, ge=0, description="Error analysis: most confident mistakes shown per (true, predicted) confusion cell."
+    )
+    low_confidence_correct: int = Field(10, ge=0, description="Error analysis: least confident correct predictions.")
+    attributions: bool = Field(
+        True, description="Token attributions (linear TF-IDF contributions, transformer integrated gradients)."
+    )
+    attribution_steps: int = Field(32, ge=2, description="Integrated-gradients interpolation steps (transformer).")
+    length_buckets: list[int] = Field(
+        default_factory=lambda: [100, 300, 1000, 3000],
+        description="Error analysis: upper bounds (characters) of the input-length buckets; the last is open.",
+    )
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _increasing(cls, bounds: list[int]) -> list[int]:
+        if not bounds or any(b <= 0 for b in bounds) or any(b >= c for b, c in pairwise(bounds)):
+            raise ValueError(f"length_buckets must be positive and strictly increasing, got {bounds}")
+        return bounds
 
 
 class RegistryConfig(_Section):

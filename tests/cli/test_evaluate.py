@@ -24,6 +24,8 @@ OPEN_GATES = [
     "gates.max_missed_threat_rate=1",
     "--set",
     "gates.max_latency_p95_ms=100000",
+    "--set",
+    "gates.max_cv_std=1",
 ]
 KEYS = ("custom_score", "f1_macro", "recall_c2", "precision_c1", "f1_c0", "false_alarm_rate", "missed_threat_rate")
 

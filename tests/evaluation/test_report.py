@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from prompt_sentinel.config import load_config
+from prompt_sentinel.evaluation.charts import CHART_NAMES
 from prompt_sentinel.evaluation.evaluate import evaluate_model
 from prompt_sentinel.evaluation.report import RESULTS_COLUMNS, render_report, write_results_csv
 from prompt_sentinel.evaluation.selection import select_champion
@@ -79,8 +80,8 @@ def test_report_embeds_decodable_images(evaluations: list[dict], tmp_path: Path)
     html = Path(out).read_text()
     parser = _Collector()
     parser.feed(html)
-    # 3 charts per model + comparison + threat-class PR overlay
-    assert len(parser.images) == 3 * len(evaluations) + 2
+    # 5 charts per model (3 + reliability per class + error slices) + comparison + threat-class PR overlay
+    assert len(parser.images) == len(CHART_NAMES) * len(evaluations) + 2
     for img in parser.images:
         src = img["src"] or ""
         assert src.startswith("data:image/png;base64,")
@@ -100,7 +101,7 @@ def test_report_reuses_stored_charts_without_selection(evaluations: list[dict], 
     out = render_report(evaluations[:1], None, tmp_path / "one.html")
     parser = _Collector()
     parser.feed(Path(out).read_text())
-    assert len(parser.images) == 3 + 2
+    assert len(parser.images) == len(CHART_NAMES) + 2
     stored = (Path(evaluations[0]["evaluation_dir"]) / "confusion_matrix.png").read_bytes()
     assert parser.images[2]["src"] == "data:image/png;base64," + base64.b64encode(stored).decode()
 
@@ -129,4 +130,4 @@ def test_report_shows_out_of_source_sections(evaluations: list[dict], tmp_path: 
     parser.feed(html)
     assert "Out of source: logreg-oos" in html and "By prompt length (characters)" in html
     assert parser.scripts == 0 and "&lt;script&gt;alert(1)&lt;" in html  # a family name is data too
-    assert len(parser.images) == 3 * len(evaluations) + 2 + 3  # + families, lengths, pooled confusion
+    assert len(parser.images) == len(CHART_NAMES) * len(evaluations) + 2 + 3  # + families, lengths, pooled confusion

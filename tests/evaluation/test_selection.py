@@ -106,7 +106,14 @@ def test_gate_boundaries_pass_and_na_is_skipped() -> None:
     outcome = check_gates(scripted("m", latency_p95_ms=None, recall_c2=None), CFG.gates)
     assert outcome.passed
     skipped = {c.metric: c.note for c in outcome.checks if c.value is None}
-    assert skipped == {"recall_c2": "role absent from the label set or data", "latency_p95_ms": "not measured"}
+    assert skipped == {
+        "recall_c2": "role absent from the label set or data",
+        "latency_p95_ms": "not measured",
+        "cv_custom_score_std": "no cross-validation folds",
+    }
+    spread = check_gates(scripted("m", cv_custom_score_std=0.051), CFG.gates)  # gates.max_cv_std = 0.05
+    assert not spread.passed and "cv_custom_score_std 0.051 <= 0.05: FAIL" in spread.failures
+    assert check_gates(scripted("m", cv_custom_score_std=0.05), CFG.gates).passed
 
 
 def test_gates_come_from_config() -> None:

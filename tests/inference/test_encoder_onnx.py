@@ -144,3 +144,28 @@ def test_combined_model_parity_is_recorded_and_holds_on_unseen_prompts(
     card = render_model_card({"name": "m", "params": json.loads(descriptor.model_dump_json())["params"]})
     assert "## Inference backends" in card and "`onnx` | passed, label agreement 1.0000" in card
     assert "inference" not in card.split("## Hyperparameters")[-1].split("## Lineage")[0]
+
+
+def test_featurizer_parity_compares_the_calibrated_probabilities(
+    combined_logreg_dir: Path, onnx_cache: Path, demo_blind_csv: Path
+) -> None:
+    """A calibrated pipeline's gate measures what is served: every backend's probabilities through the calibrator."""
+    from prompt_sentinel.models.calibration import Calibrator
+    from prompt_sentinel.text import normalize_text
+    from prompt_sentinel.training.classical.onnx_parity import featurizer_parity
+
+    model = load_model(combined_logreg_dir, inference=InferenceConfig(backend="torch"))
+    texts = [normalize_text(t) for t in pd.read_csv(demo_blind_csv)["text"].astype(str)][:60]
+    labels, decision = model.descriptor.labels, model.descriptor.decision
+    cfg = InferenceConfig(cache_dir=str(onnx_cache))
+    raw = featurizer_parity(model.estimator, texts, labels, decision, cfg, "blind")
+    # maps every row to the uniform distribution: served probabilities cannot differ between backends
+    flat = Calibrator("sigmoid", {"slopes": [0.0, 0.0, 0.0], "intercepts": [0.0, 0.0, 0.0]})
+    calibrated = featurizer_parity(model.estimator, texts, labels, decision, cfg, "blind", calibrator=flat)
+    assert raw is not None and calibrated is not None
+    compared = [b for b in ("onnx", "onnx-int8") if raw.backends[b].label_agreement is not None]
+    assert compared
+    assert max(raw.backends[b].max_abs_proba_delta for b in compared) > 0.0
+    for backend in compared:
+        entry = calibrated.backends[backend]
+        assert entry.passed and entry.label_agreement == 1.0 and entry.max_abs_proba_delta == 0.0, (backend, entry)

@@ -44,6 +44,7 @@ PERMISSIVE = [
     "gates.max_false_alarm_rate=1.0",
     "gates.max_missed_threat_rate=1.0",
     "gates.max_latency_p95_ms=100000",
+    "gates.max_cv_std=1.0",
 ]
 
 

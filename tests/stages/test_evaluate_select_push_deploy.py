@@ -57,6 +57,7 @@ def _cfg(fast_cfg: SentinelConfig, tmp_path: Path) -> SentinelConfig:
     cfg.gates.min_recall_c2 = 0.0
     cfg.gates.max_false_alarm_rate = 1.0
     cfg.gates.max_missed_threat_rate = 1.0
+    cfg.gates.max_cv_std = 1.0
     shutil.copytree(REPO / "manifests", tmp_path / "repo" / "manifests")
     cfg.deploy.manifests_dir = str(tmp_path / "repo" / "manifests")
     return cfg

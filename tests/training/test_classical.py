@@ -17,6 +17,7 @@ from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
 from prompt_sentinel.metrics import custom_score, macro_f1
 from prompt_sentinel.models.loading import load_model
+from prompt_sentinel.run_layout import CALIBRATION, CV_SUMMARY
 from prompt_sentinel.training import tracking
 from prompt_sentinel.training.classical.search_space import search_space
 from prompt_sentinel.training.classical.trainer import ClassicalSettings, cross_validation_folds, train_classical
@@ -71,16 +72,18 @@ def test_every_model_trains_and_beats_the_majority_baseline(model_name, demo_spl
     assert result.validation_metrics["custom_score"] > baseline_custom + 0.05
     assert 0.0 <= result.selection_score <= 1.0
     assert result.model_dir == tmp_path / model_name
-    files = {p.name for p in (tmp_path / model_name).iterdir()}
+    # calibration.json is there when the validation NLL said the calibrator helps (tests/training/test_calibration)
+    files = {p.name for p in (tmp_path / model_name).iterdir()} - {CALIBRATION}
     assert files == {
         "model.skops",
         "sentinel_model.json",
         "params.json",
         "cv_results.csv",
         "training.json",
+        CV_SUMMARY,
         MANIFEST_NAME,
     }
-    assert set(read_manifest(tmp_path / model_name)) == files - {MANIFEST_NAME}
+    assert set(read_manifest(tmp_path / model_name)) - {CALIBRATION} == files - {MANIFEST_NAME}
     space = search_space(model_name, cfg.training)
     cv = pd.read_csv(tmp_path / model_name / "cv_results.csv")
     assert len(cv) == min(2, int(np.prod([len(v) for v in space.values()])))

@@ -28,6 +28,7 @@ def run_train(
     cfg: SentinelConfig,
     base_model: str | None = None,
     progress: bool = True,
+    cv: int | None = None,
 ) -> dict[str, Any]:
     """The train stage on dataset files; returns the result's summary."""
     from prompt_sentinel.stages import train  # the trainers import torch/sklearn: only when training
@@ -36,8 +37,11 @@ def run_train(
         raise ConfigError(f"--model {model!r} is not a known model; allowed: {list(ALL_MODELS)}")
     if base_model is not None and model != "transformer":
         raise ConfigError(f"--base-model only applies to --model transformer, not {model!r}")
-    result = train.run(model, data, val, cfg, out, base_model=base_model, progress=progress)
+    result = train.run(model, data, val, cfg, out, base_model=base_model, progress=progress, cv=cv)
     summary = result.summary()
+    if cv is not None:
+        for metric, stats in result.details["cross_validation"]["metrics"].items():
+            summary[f"cv {metric}"] = f"{stats['mean']:.4f} ± {stats['std']:.4f}"
     if result.family == "sklearn":
         summary.update(
             featurizer=cfg.featurizer.kind, best_params=result.params, balance=result.details["balance"]["applied"]
@@ -116,6 +120,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars for search and embedding.")] = True,
+        cv: Annotated[
+            int | None,
+            typer.Option(
+                "--cv",
+                min=2,
+                help="Also train and score K grouped folds of --data first: mean ± std of every headline metric "
+                "(cv_summary.json, the report, MLflow, gates.max_cv_std).",
+            ),
+        ] = None,
         config: ConfigOption = None,
         overrides: SetOption = None,
     ) -> None:
@@ -125,7 +138,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--featurizer {featurizer!r}; allowed: {list(FEATURIZERS)}")
             sets.append(f"featurizer.kind={featurizer}")
         cfg = resolve_config(config, sets)
-        summary = run_train(model, data, val, out, cfg, base_model=base_model, progress=progress)
+        summary = run_train(model, data, val, out, cfg, base_model=base_model, progress=progress, cv=cv)
         _print_summary(summary)
         typer.echo(f"model written to {summary['model_dir']}")
 

@@ -127,7 +127,45 @@ def role_pr_png(evaluations: Sequence[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
-CHART_NAMES = ("confusion_matrix", "pr_curves", "calibration")
+def reliability_per_class_png(reliability: dict[str, Any], title: str) -> bytes:
+    """One-vs-rest reliability diagram per class: mean P(class) per bin against the observed share of the class."""
+    fig = _figure(4.2 * max(len(reliability), 1), 3.8)
+    for k, (name, curve) in enumerate(reliability.items()):
+        ax = fig.add_subplot(1, max(len(reliability), 1), k + 1)
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+        used = [b for b in curve["bins"] if b["count"]]
+        ax.plot([b["mean_probability"] for b in used], [b["observed_share"] for b in used], marker="o")
+        for b in used:
+            ax.annotate(str(b["count"]), (b["mean_probability"], b["observed_share"]), fontsize=6, alpha=0.6)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(f"predicted P({name})")
+        ax.set_ylabel("observed share")
+        ax.set_title(f"{name} (ECE {curve['ece']:.3f})", fontsize=9)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def error_slices_png(by_length: list[dict[str, Any]], by_language: list[dict[str, Any]], title: str) -> bytes:
+    """Accuracy and critical-error rate per input-length bucket and per language (bar charts, n on each bar)."""
+    fig = _figure(9, 3.6)
+    for k, (rows, label) in enumerate(((by_length, "input length (chars)"), (by_language, "language"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, [r["accuracy"] for r in rows], 0.4, label="accuracy")
+        ax.bar(x + 0.2, [r["critical_rate"] for r in rows], 0.4, label="critical error rate", color="#b00020")
+        for i, r in enumerate(rows):
+            ax.annotate(f"n={r['n']}", (i, 1.02), ha="center", fontsize=7)
+        ax.set_xticks(x, [r["slice"] for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.1)
+        ax.set_xlabel(label)
+        if k == 0:
+            ax.legend(loc="lower left", fontsize="small")
+    fig.suptitle(title)
+    return _png(fig)
+
+
+CHART_NAMES = ("confusion_matrix", "pr_curves", "calibration", "reliability_per_class", "error_slices")
 
 
 def model_charts(evaluation: dict[str, Any]) -> dict[str, bytes]:
@@ -141,6 +179,14 @@ def model_charts(evaluation: dict[str, Any]) -> dict[str, bytes]:
             metrics["calibration"]["bins"], f"{name}: calibration (ECE {metrics['calibration']['ece']:.3f})"
         ),
     }
+    analysis = evaluation.get("error_analysis")
+    if analysis:
+        charts["reliability_per_class"] = reliability_per_class_png(
+            analysis["reliability_per_class"], f"{name}: reliability per class"
+        )
+        charts["error_slices"] = error_slices_png(
+            analysis["by_length"], analysis["by_language"], f"{name}: accuracy by input length and language"
+        )
     return charts
 
 

@@ -34,6 +34,7 @@ from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import DataError
 from prompt_sentinel.evaluation.charts import model_charts
 from prompt_sentinel.evaluation.efficiency import measure_efficiency
+from prompt_sentinel.evaluation.error_analysis import analyze_errors
 from prompt_sentinel.evaluation.memo import PredictionMemo
 from prompt_sentinel.evaluation.metrics_suite import compute_metrics
 from prompt_sentinel.evaluation.robustness import evaluate_robustness, false_alarm_probe, robustness_inputs
@@ -44,7 +45,7 @@ from prompt_sentinel.metrics import confusion_matrix
 from prompt_sentinel.models.base import SentinelModel, read_descriptor
 from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.registry import resolve_model_ref
-from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, EVALUATION, PARAMS, PREDICTIONS, TRAINING_REPORT
+from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, CV_SUMMARY, EVALUATION, PARAMS, PREDICTIONS, TRAINING_REPORT
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,17 @@ def training_summary(model_dir: Path) -> dict[str, Any]:
     if final_alpha is None and isinstance(trajectory, list) and trajectory:
         last = trajectory[-1]
         final_alpha = last.get("alpha") if isinstance(last, dict) else last
-    return {"best_params": best_params, "final_alpha": final_alpha}
+    cv = _read_json(model_dir / CV_SUMMARY)
+    cv = cv if isinstance(cv, dict) else None
+    custom = ((cv or {}).get("metrics") or {}).get("custom_score") or {}
+    return {
+        "best_params": best_params,
+        "final_alpha": final_alpha,
+        "cv": cv,
+        "cv_custom_score_mean": custom.get("mean"),
+        "cv_custom_score_std": custom.get("std"),
+        "calibration": training.get("calibration"),
+    }
 
 
 # --- per-sample outputs -----------------------------------------------------------------------------------
@@ -394,6 +405,11 @@ def evaluate_loaded_model(
         "probe_false_alarm_rate": (rob or {}).get("false_alarm_probe", {}).get("flagged_rate"),
         "best_params": summary["best_params"],
         "final_alpha": summary["final_alpha"],
+        # cross-validation spread (gates.max_cv_std) and the calibrator training kept or dropped
+        "cv_custom_score_mean": summary["cv_custom_score_mean"],
+        "cv_custom_score_std": summary["cv_custom_score_std"],
+        "cv": summary["cv"],
+        "calibration": {"method": model.descriptor.calibration, "training": summary["calibration"]},
         "config": {"seed": cfg.seed, "evaluation": json.loads(cfg.evaluation.model_dump_json())},
         "metrics": metrics,
         "external": external,
@@ -401,6 +417,7 @@ def evaluate_loaded_model(
         "efficiency": eff,
         "curves": {"pr": pr_curves(y, proba, labels)},
         "confident_mistakes": confident_mistakes(frame, proba, pred, labels),
+        "error_analysis": analyze_errors(frame, proba, pred, labels, cfg.evaluation, model),
         "slices": {"source": source_slices(frame, pred, labels), "source_external": external_slices},
     }
     return evaluation, predictions_frame(frame, proba, pred, labels)

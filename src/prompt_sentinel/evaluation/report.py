@@ -161,6 +161,37 @@ block at P(malicious) &ge; {{ m.ev.decision.block_threshold }}, review at P(non-
 <table><tr><th>id</th><th>true</th><th>predicted</th><th>confidence</th><th>text</th></tr>
 {% for x in m.ev.confident_mistakes %}<tr><td>{{ x.id }}</td><td>{{ x.true }}</td><td>{{ x.predicted }}</td>
 <td>{{ fmt(x.confidence) }}</td><td class="text">{{ x.text }}</td></tr>{% endfor %}</table>
+{% if m.ev.cv_custom_score_std is not none %}<h3>Cross-validation</h3><table>
+<tr><th>metric</th><th>mean ± std over {{ m.ev.cv.folds }} folds</th><th>folds</th></tr>
+{% for k, s in m.ev.cv.metrics.items() %}<tr><td>{{ k }}</td><td>{{ fmt(s.mean) }} ± {{ fmt(s.std) }}</td>
+<td>{{ s.folds|map('round', 4)|join(', ') }}</td></tr>{% endfor %}</table>{% endif %}
+{% set cal = m.ev.calibration %}{% if cal %}<p>Calibration: {{ cal.method or 'none' }}{% if cal.training %}
+({{ cal.training.reason }}){% endif %}.</p>{% endif %}
+{% set ea = m.ev.error_analysis %}{% if ea %}
+<h3>Error analysis</h3>
+<p>Accuracy and critical errors (false alarms + missed threats) by input length ({{ ea.length_unit }}) and by
+language (detector: {{ ea.language_detector }}).</p>
+{% for title, rows in [('input length', ea.by_length), ('language', ea.by_language)] %}
+<table><tr><th>{{ title }}</th><th>n</th><th>accuracy</th><th>false alarms</th><th>missed threats</th>
+<th>critical rate</th></tr>{% for r in rows %}<tr><td>{{ r.slice }}</td><td>{{ r.n }}</td><td>{{ fmt(r.accuracy) }}</td>
+<td>{{ r.false_alarms }}</td><td>{{ r.missed_threats }}</td><td>{{ fmt(r.critical_rate) }}</td></tr>{% endfor %}
+</table>{% endfor %}
+<h4>Most confident mistakes per confusion cell</h4>
+<p class="na">Highlighted words pushed the prompt toward the predicted class (red) or the true class (blue).</p>
+{% for cell in ea.confident_mistakes %}<h4>true {{ cell.true }} → predicted {{ cell.predicted }}
+({{ cell.count }})</h4><table><tr><th>id</th><th>source</th><th>lang</th><th>chars</th><th>confidence</th>
+<th>P(true)</th><th>text</th></tr>
+{% for x in cell.rows %}<tr><td>{{ x.id }}</td><td>{{ x.source }}</td><td>{{ x.language }}</td><td>{{ x.chars }}</td>
+<td>{{ fmt(x.confidence) }}</td><td>{{ fmt(x.p_true) }}</td><td class="text">{% if x.attribution %}
+{%- for seg in x.attribution.segments %}<span style="{{ highlight(seg.weight) }}">{{ seg.text }}</span>{% endfor %}
+{%- else %}{{ x.excerpt }}{% endif %}{% if x.truncated %}…{% endif %}</td></tr>{% endfor %}</table>
+{% if cell.rows and cell.rows[0].attribution %}<p class="na">{{ cell.rows[0].attribution.method }}</p>{% endif %}
+{% endfor %}
+<h4>Least confident correct predictions</h4>
+<table><tr><th>id</th><th>source</th><th>label</th><th>confidence</th><th>text</th></tr>
+{% for x in ea.low_confidence_correct %}<tr><td>{{ x.id }}</td><td>{{ x.source }}</td><td>{{ x.true }}</td>
+<td>{{ fmt(x.confidence) }}</td><td class="text">{{ x.excerpt }}</td></tr>{% endfor %}</table>
+{% endif %}
 </section>
 {% endfor %}
 {% for section in generalization %}{{ section }}{% endfor %}
@@ -168,6 +199,14 @@ block at P(malicious) &ge; {{ m.ev.decision.block_threshold }}, review at P(non-
 """
 
 _HEADLINE = (*HEADLINE_METRICS, "pr_auc")
+
+
+def _highlight(weight: float) -> str:
+    """Inline style of an attributed word: red toward the predicted class, blue toward the true one."""
+    alpha = min(abs(float(weight)), 1.0) * 0.6
+    if alpha < 0.03:
+        return ""
+    return f"background: rgba(220,0,0,{alpha:.2f})" if weight > 0 else f"background: rgba(0,90,220,{alpha:.2f})"
 
 
 def _fmt(value: Any) -> str:
@@ -225,6 +264,7 @@ def render_report(
         headline=_HEADLINE,
         fmt=_fmt,
         generalization=[Markup(render_section(report)) for report in generalization],  # autoescaped inside
+        highlight=_highlight,
     )
     storage.write_text(str(out_html), html)
     return str(out_html)

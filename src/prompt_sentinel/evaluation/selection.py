@@ -47,7 +47,9 @@ GATES: tuple[tuple[str, str, str], ...] = (
     ("false_alarm_rate", "<=", "max_false_alarm_rate"),
     ("missed_threat_rate", "<=", "max_missed_threat_rate"),
     ("latency_p95_ms", "<=", "max_latency_p95_ms"),
+    ("cv_custom_score_std", "<=", "max_cv_std"),
 )
+_NOT_MEASURED = {"latency_p95_ms": "not measured", "cv_custom_score_std": "no cross-validation folds"}
 CRITICAL_RATES = ("false_alarm_rate", "missed_threat_rate")
 _EPS = 1e-12
 
@@ -150,7 +152,7 @@ def check_gates(evaluation: dict[str, Any], gates: GateConfig) -> GateOutcome:
         threshold = float(getattr(gates, attr))
         value = _finite(evaluation.get(metric))
         if value is None:
-            note = "not measured" if metric == "latency_p95_ms" else "role absent from the label set or data"
+            note = _NOT_MEASURED.get(metric, "role absent from the label set or data")
             checks.append(GateCheck(metric, None, op, threshold, True, note))
             continue
         passed = value >= threshold - _EPS if op == ">=" else value <= threshold + _EPS

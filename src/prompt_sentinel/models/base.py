@@ -8,8 +8,9 @@ An artifact is a directory holding:
   for transformers; ``members/<name>/`` (each a model directory) for soft-voting ensembles.
 
 Text normalization happens here, in :meth:`SentinelModel.predict_proba`, so every caller — evaluation, the
-KServe predictor, benchmarks — feeds models exactly what training fed them. Loading an artifact of any family
-is :func:`prompt_sentinel.models.loading.load_model`.
+KServe predictor, benchmarks — feeds models exactly what training fed them. So does probability
+calibration (:mod:`prompt_sentinel.models.calibration`): a calibrated artifact's calibrator is applied on this
+one path. Loading an artifact of any family is :func:`prompt_sentinel.models.loading.load_model`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from prompt_sentinel.config import DecisionConfig, LabelConfig, LabelRoles
 from prompt_sentinel.decision import Decision, assign_labels, decide
 from prompt_sentinel.errors import ModelFormatError
+from prompt_sentinel.models.calibration import load_calibrator
 from prompt_sentinel.run_layout import MODEL_DESCRIPTOR
 from prompt_sentinel.text import normalize_text
 
@@ -46,6 +48,7 @@ class ModelDescriptor(BaseModel):
     featurizer: str | None = None
     max_length: int | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    calibration: str | None = Field(None, description="Calibrator method stored in calibration.json; None: none.")
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     def write(self, directory: str | Path) -> Path:
@@ -76,6 +79,7 @@ class SentinelModel(ABC):
     def __init__(self, path: Path, descriptor: ModelDescriptor) -> None:
         self.path = path
         self.descriptor = descriptor
+        self.calibrator = load_calibrator(path, descriptor.calibration, len(descriptor.labels.names))
 
     @property
     def labels(self) -> list[str]:
@@ -94,7 +98,12 @@ class SentinelModel(ABC):
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         normalized = [normalize_text(t) for t in texts]
-        return np.asarray(self._predict_proba(normalized, batch_size=batch_size), dtype=np.float32)
+        return np.asarray(self._calibrated_proba(normalized, batch_size), dtype=np.float32)
+
+    def _calibrated_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """The family's probabilities of normalized ``texts`` through the artifact's calibrator (if any)."""
+        proba = self._predict_proba(texts, batch_size=batch_size)
+        return proba if self.calibrator is None else self.calibrator.apply(proba)
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Label ids under the artifact's decision rule (least expected cost, :mod:`prompt_sentinel.decision`)."""

@@ -47,8 +47,8 @@ class EnsembleSentinelModel(SentinelModel):
 
     def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
         # texts are normalized already (SentinelModel.predict_proba); normalization is idempotent, but members'
-        # private hook skips the second pass.
-        return blend([m._predict_proba(texts, batch_size=batch_size) for m in self.members], self.weights)
+        # private hook skips the second pass. Each member's own calibrator applies.
+        return blend([m._calibrated_proba(texts, batch_size) for m in self.members], self.weights)
 
     def warmup(self) -> None:
         for member in self.members:

@@ -26,6 +26,7 @@ from prompt_sentinel.inference.backends import Backend, inference_threads, torch
 from prompt_sentinel.inference.classifier import FILES as ONNX_FILES
 from prompt_sentinel.inference.classifier import OnnxClassifier, transformer_backend
 from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
+from prompt_sentinel.models.pooling import is_mean_pooled, load_mean_pooled
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def load_transformer_model(
     path: str | Path, descriptor: ModelDescriptor, inference: InferenceConfig | None = None
 ) -> SentinelModel:
     """Load a verified local transformer artifact directory on the backend ``inference`` selects."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig
 
     started = time.perf_counter()
     path = Path(path)
@@ -117,12 +118,24 @@ def load_transformer_model(
     backend = transformer_backend(path, descriptor.params, inference)
     if backend != "torch":
         return load_onnx_transformer(path, descriptor, backend, inference)
+    return _load_torch_transformer(path, descriptor, config, inference, started)
+
+
+def _load_torch_transformer(
+    path: Path, descriptor: ModelDescriptor, config, inference: InferenceConfig | None, started: float
+) -> TransformerSentinelModel:
+    """The artifact's safetensors weights on torch (its directory and config already checked)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     torch.set_num_threads(inference_threads(inference.threads) if inference else torch_threads())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True)
+            if is_mean_pooled(config):  # transformer.pooling=mean: an encoder and a mean-pooled linear head
+                model = load_mean_pooled(path, config)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True)
     except Exception as exc:
         raise ModelFormatError(f"{path}: cannot load the transformer model or tokenizer ({exc})") from exc
     model.to(device).eval()
@@ -142,15 +155,36 @@ def load_transformer_model(
 class OnnxTransformerSentinelModel(SentinelModel):
     """A fine-tuned transformer artifact served from its exported ONNX file."""
 
-    def __init__(self, path: Path, descriptor: ModelDescriptor, runner: OnnxClassifier, backend: Backend) -> None:
+    def __init__(
+        self,
+        path: Path,
+        descriptor: ModelDescriptor,
+        runner: OnnxClassifier,
+        backend: Backend,
+        inference: InferenceConfig | None = None,
+    ) -> None:
         super().__init__(path, descriptor)
         self.runner = runner
         self.inference_backend = backend
         self.device = "cpu"
         self.max_length = runner.tokenizer.max_length
+        self.inference_config = inference
+        self._torch_twin: TransformerSentinelModel | None = None
 
     def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self.runner.predict_proba(texts, batch_size=max(int(batch_size), 1))
+
+    def torch_twin(self) -> TransformerSentinelModel:
+        """The same (verified) artifact's weights on torch, loaded on first use: what needs gradients — the
+        integrated-gradient attributions of error analysis — cannot run on an ONNX Runtime session."""
+        if self._torch_twin is None:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(self.path)
+            self._torch_twin = _load_torch_transformer(
+                self.path, self.descriptor, config, self.inference_config, time.perf_counter()
+            )
+        return self._torch_twin
 
 
 def load_onnx_transformer(
@@ -170,7 +204,7 @@ def load_onnx_transformer(
     max_length = effective_max_length(tokenizer, config, descriptor.max_length)
     threads = inference_threads(cfg.threads if cfg else None)
     runner = OnnxClassifier(file, tokenizer, max_length, len(descriptor.labels.names), threads, backend)
-    model = OnnxTransformerSentinelModel(path, descriptor, runner, backend)
+    model = OnnxTransformerSentinelModel(path, descriptor, runner, backend, cfg)
     model.load_seconds = time.perf_counter() - started
     log.info(
         "loaded transformer %s on ONNX Runtime (%s, %d threads, max_length %d) in %.1fs",

@@ -63,20 +63,42 @@ def run(
     checkpoint_uri: str | None = None,
     progress: bool = True,
     tracking_dir: str | Path | None = None,
+    cv: int | None = None,
 ) -> TrainResult:
     """Train ``model_name`` on ``train`` (a frame or a dataset URI), validated on ``validation``, into ``out_dir``.
 
     ``checkpoint_uri``: where the transformer mirrors its resumable checkpoints (default: beside a gs:// output,
-    ``<out_dir>-checkpoints``, so a preempted and retried pipeline step resumes).
+    ``<out_dir>-checkpoints``, so a preempted and retried pipeline step resumes). ``cv``: first train and score
+    ``cv`` grouped folds of the training split (:mod:`prompt_sentinel.training.cross_validation`).
     """
     if model_name == TRANSFORMER:
         cfg = with_checkpoint_mirror(cfg, out_dir, checkpoint_uri)
     trainer = make_trainer(model_name, cfg, base_model)
+    ctx = TrainingContext.from_config(cfg)
+    if cv is not None:
+        from prompt_sentinel.training.cross_validation import CrossValidatedTrainer
+
+        # fold models are scored and thrown away: no checkpoint mirror, no ONNX export or parity gate
+        fold_cfg = cfg.model_copy(
+            update={
+                "transformer": cfg.transformer.model_copy(update={"checkpoint_uri": None}),
+                "inference": cfg.inference.model_copy(update={"export_onnx": False}),
+            }
+        )
+        trainer = CrossValidatedTrainer(
+            trainer,
+            lambda: make_trainer(model_name, fold_cfg, base_model),
+            cv,
+            ctx,
+            cfg.split,
+            cfg.training.search,
+            cfg.seed,
+        )
     return train_model(
         trainer,
         _frame(train, cfg),
         _frame(validation, cfg),
-        TrainingContext.from_config(cfg),
+        ctx,
         out_dir,
         progress=progress,
         tracking_dir=tracking_dir,

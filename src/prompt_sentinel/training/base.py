@@ -6,7 +6,10 @@ files. Everything around that is written once, in :func:`train_model`:
 
 1. ``Trainer.check`` — every input check, before any work (bad input leaves no artifact and no MLflow run);
 2. an MLflow run with the common tags (model type, family, dataset hash, git commit);
-3. ``Trainer.fit`` → :class:`Fitted`: the fitted state, predictions on held-out rows, reports;
+3. ``Trainer.fit`` → :class:`Fitted`: the fitted state, predictions on held-out rows, reports; then a probability
+   calibrator fitted on the validation predictions, kept only when it lowers their cross-fitted NLL
+   (:mod:`prompt_sentinel.training.calibration`) — the costs and metrics below are then those of the calibrated
+   probabilities the model will serve;
 4. the critical-error costs of the decision rule: tuned by the trainer itself when it must (the transformer picks
    its best checkpoint by the tuned score, the ensemble tunes costs jointly with its weights), else here on the
    held-out probabilities (:func:`prompt_sentinel.decision.tune_costs`);
@@ -32,7 +35,14 @@ import pandas as pd
 
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import write_manifest
-from prompt_sentinel.config import DecisionConfig, DecisionTuningConfig, LabelConfig, MlflowConfig, SentinelConfig
+from prompt_sentinel.config import (
+    CalibrationConfig,
+    DecisionConfig,
+    DecisionTuningConfig,
+    LabelConfig,
+    MlflowConfig,
+    SentinelConfig,
+)
 from prompt_sentinel.data.loading import check_labelled_frame
 from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import TrainingError
@@ -42,6 +52,7 @@ from prompt_sentinel.models.base import ModelDescriptor, ModelFamily
 from prompt_sentinel.run_layout import CHECKSUMS, MODEL_REQUIREMENTS, TRAINING_REPORT
 from prompt_sentinel.text import normalize_text
 from prompt_sentinel.training import tracking
+from prompt_sentinel.training.calibration import CalibrationOutcome, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +162,19 @@ class TrainingContext:
     decision: DecisionConfig  # the serving defaults the tuned costs are applied to
     decision_tuning: DecisionTuningConfig
     mlflow: MlflowConfig
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    seed: int = 42
 
     @classmethod
     def from_config(cls, cfg: SentinelConfig) -> TrainingContext:
-        return cls(cfg.labels, cfg.serving.decision, cfg.training.decision_tuning, cfg.mlflow)
+        return cls(
+            cfg.labels,
+            cfg.serving.decision,
+            cfg.training.decision_tuning,
+            cfg.mlflow,
+            cfg.training.calibration,
+            cfg.seed,
+        )
 
 
 def labelled_texts(df: Any, what: str, labels: LabelConfig) -> tuple[list[str], np.ndarray]:
@@ -192,6 +212,21 @@ def choose_tuning(fitted: Fitted, ctx: TrainingContext) -> CostTuning | None:
     return fitted.fallback_tuning
 
 
+def apply_calibration(fitted: Fitted, family: ModelFamily, ctx: TrainingContext) -> CalibrationOutcome:
+    """Fit the family's calibrator on the validation predictions; when kept, the held-out probabilities become the
+    calibrated ones and costs / metrics tuned on the raw ones are dropped, to be redone on what will be served."""
+    held = fitted.held_out
+    if held is None or held.source != "validation" or not len(held.labels):
+        return CalibrationOutcome(None, {"kept": False, "reason": "no validation predictions"})
+    outcome = calibrate(family, held.labels, held.proba, ctx.calibration, ctx.seed)
+    if outcome.calibrator is not None:
+        fitted.held_out = HeldOut(held.labels, outcome.calibrator.apply(held.proba), held.source)
+        if fitted.tuning is not None and fitted.tuning.source.startswith("validation"):
+            fitted.tuning = None
+        fitted.validation_metrics = None
+    return outcome
+
+
 def _write_reports(directory: Path, reports: Mapping[str, Any]) -> None:
     for name, payload in reports.items():
         (directory / name).write_text(to_json_lenient(payload))
@@ -227,6 +262,7 @@ def train_model(
     run_dir = Path(tracking_dir) if tracking_dir else tracking.default_tracking_dir(out)
     with tracking.start_run(ctx.mlflow, trainer.run_name(out), run_dir, tags) as run:
         fitted = trainer.fit(train, validation, out_dir=out, run=run, progress=progress)
+        calibration = apply_calibration(fitted, trainer.family, ctx)
         tuning = choose_tuning(fitted, ctx)
         decision = tuning.apply(ctx.decision) if tuning is not None else ctx.decision
         if tuning is not None:
@@ -258,6 +294,7 @@ def train_model(
             },
             "train_seconds": train_seconds,
             "decision_tuning": tuning.as_dict() if tuning is not None else None,
+            "calibration": calibration.report,
             "validation": metrics,
             "git_commit": commit,
         }
@@ -269,9 +306,12 @@ def train_model(
             featurizer=fitted.featurizer,
             max_length=fitted.max_length,
             params=fitted.params,
+            calibration=calibration.calibrator.method if calibration.calibrator is not None else None,
         )
 
         def fill(directory: Path) -> None:
+            if calibration.calibrator is not None:  # first: the family's parity checks serve calibrated answers
+                calibration.calibrator.write(directory)
             fitted.write_files(directory, descriptor)
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
             descriptor.write(directory)
@@ -290,6 +330,12 @@ def train_model(
                         "false_alarm_cost": decision.false_alarm_cost,
                         "missed_threat_cost": decision.missed_threat_cost,
                         "train_seconds": train_seconds,
+                        "calibration_kept": float(calibration.calibrator is not None),
+                        **{
+                            f"val_{k}": v
+                            for k, v in calibration.report.items()
+                            if k.startswith("nll_") and isinstance(v, float)
+                        },
                     }
                 )
                 tracking.log_metrics({k: v for k, v in metrics.items() if k != "confusion_matrix"}, prefix="val_")

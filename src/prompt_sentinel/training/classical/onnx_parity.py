@@ -30,6 +30,7 @@ from prompt_sentinel.inference.parity import (
     summary_line,
     versions,
 )
+from prompt_sentinel.models.calibration import Calibrator
 from prompt_sentinel.models.sklearn_backend import (
     clear_backend,
     embedding_transformers,
@@ -52,12 +53,14 @@ def featurizer_parity(
     cfg: InferenceConfig,
     parity_set: str,
     reference_proba: np.ndarray | None = None,
+    calibrator: Calibrator | None = None,
 ) -> InferenceRecord | None:
     """Run the parity gate for a fitted pipeline on ``texts``; None when it embeds nothing (TF-IDF only).
 
-    ``reference_proba`` (torch's predictions of ``texts``, e.g. the validation predictions training made
-    anyway) saves one pass. The encoder export is created in the machine's cache if needed, with a sample of
-    ``texts`` added to its probe set.
+    ``reference_proba`` (torch's uncalibrated predictions of ``texts``, e.g. the validation predictions training
+    made anyway) saves one pass. ``calibrator`` (the artifact's, if any) is applied to every backend's
+    probabilities: the gate compares what is served, under the rule tuned on calibrated probabilities. The
+    encoder export is created in the machine's cache if needed, with a sample of ``texts`` added to its probe set.
     """
     transformers = embedding_transformers(estimator)
     if not transformers or not texts:
@@ -82,6 +85,8 @@ def featurizer_parity(
     n_classes = labels.num_classes
     set_backend(estimator, "torch")
     reference = reference_proba if reference_proba is not None else predict_by_class_id(estimator, texts, n_classes)
+    served = (lambda proba: proba) if calibrator is None else calibrator.apply
+    reference = served(reference)
     reference_labels = assign_labels(reference, labels.roles, decision)
     results: dict[str, BackendParity] = {}
     try:
@@ -97,7 +102,7 @@ def featurizer_parity(
                 )
                 continue
             set_backend(estimator, backend, cfg.threads, cfg.cache_dir)
-            proba = predict_by_class_id(estimator, texts, n_classes)
+            proba = served(predict_by_class_id(estimator, texts, n_classes))
             result = classifier_parity(reference, proba, reference_labels, assign_labels(proba, labels.roles, decision))
             result.encoder_sha256 = {ref: rec.backends[backend].sha256 for ref, rec in encoders.items()}
             results[backend] = result
@@ -124,6 +129,7 @@ def onnx_parity_params(
     labels: LabelConfig,
     inference: InferenceConfig,
     seed: int,
+    calibrator: Calibrator | None = None,
 ) -> dict[str, Any]:
     """``{"inference": record}`` for a fitted scikit-learn pipeline that embeds text; ``{}`` otherwise.
 
@@ -137,5 +143,5 @@ def onnx_parity_params(
     else:
         texts = sample_texts(train_texts, TRAINING_PARITY_ROWS, seed=seed)
         name, reference = f"training texts (seeded sample of {len(texts)})", None
-    record = featurizer_parity(pipeline, texts, labels, decision, inference, name, reference)
+    record = featurizer_parity(pipeline, texts, labels, decision, inference, name, reference, calibrator)
     return {} if record is None else {PARAMS_KEY: record.model_dump(mode="json", exclude_none=True)}

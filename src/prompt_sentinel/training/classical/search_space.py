@@ -5,6 +5,10 @@ Every searchable hyperparameter is declared once, below, as scikit-learn paramet
 every value of a configured grid (``training.param_grids.<model>``) goes through scikit-learn's own validator,
 so a bad grid fails before any training with one message shape: the model, the parameter, the value and what is
 allowed. The built-in spaces (:data:`DEFAULT_SPACES`) are validated the same way.
+
+The Optuna ranges (:data:`OPTUNA_SPACES`, overridden by ``training.search.optuna.ranges``) sit next to them as
+data: every bound and choice goes through the same validator, and whether a numeric range is drawn as an int
+follows the declared constraint (an ``Integral`` interval).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sklearn.utils._param_validation import (
 
 from prompt_sentinel.config import CLASSICAL_MODELS, SearchConfig, TrainingConfig
 from prompt_sentinel.errors import TrainingError
+from prompt_sentinel.training.search_ranges import Range, choices, numeric, parse_range
 
 POSITIVE = Interval(Real, 0, None, closed="neither")
 NON_NEGATIVE = Interval(Real, 0, None, closed="left")
@@ -90,6 +95,32 @@ DEFAULT_SPACES: dict[str, dict[str, list[Any]]] = {
 }
 assert set(SEARCHABLE) == set(DEFAULT_SPACES) == set(CLASSICAL_MODELS), "every classical model needs a search space"
 
+# Optuna's view of the same hyperparameters: ranges instead of grids (log scale where a factor matters more than
+# a difference). Int or float follows SEARCHABLE.
+OPTUNA_SPACES: dict[str, dict[str, Range]] = {
+    "logreg": {"C": numeric(0.01, 100.0, log=True)},
+    "linear_svm": {"C": numeric(0.005, 10.0, log=True), "calibration": choices("sigmoid", "isotonic")},
+    "random_forest": {
+        "n_estimators": numeric(100, 500, log=True),
+        "max_depth": choices(None, 30, 60),
+        "min_samples_leaf": numeric(1, 4),
+        "max_features": choices("sqrt", "log2"),
+    },
+    "hist_gb": {
+        "learning_rate": numeric(0.02, 0.3, log=True),
+        "max_iter": numeric(100, 400, log=True),
+        "max_leaf_nodes": numeric(8, 63, log=True),
+        "l2_regularization": numeric(0.0, 2.0),
+    },
+    "complement_nb": {"alpha": numeric(0.003, 3.0, log=True), "norm": choices(False, True)},
+    "mlp": {
+        "hidden_layer_sizes": choices((128,), (256,), (256, 64)),
+        "alpha": numeric(1e-5, 1e-1, log=True),
+        "learning_rate_init": numeric(3e-4, 1e-2, log=True),
+    },
+}
+assert set(OPTUNA_SPACES) == set(CLASSICAL_MODELS), "every classical model needs an Optuna space"
+
 
 def _allowed(error: InvalidParameterError, hyperparameter: Hyperparameter) -> str:
     """What scikit-learn says is allowed ("a float in the range (0.0, inf)"), from its message."""
@@ -98,9 +129,12 @@ def _allowed(error: InvalidParameterError, hyperparameter: Hyperparameter) -> st
     return message[start + len(" must be ") : end] if 0 <= start < end else hyperparameter.describe()
 
 
-def check_value(model: str, name: str, hyperparameter: Hyperparameter, value: Any) -> Any:
-    """``value`` in the form the estimator takes, or :class:`TrainingError` naming model, parameter, value, allowed."""
-    where = f"training.param_grids.{model}.{name}"
+def check_value(model: str, name: str, hyperparameter: Hyperparameter, value: Any, where: str | None = None) -> Any:
+    """``value`` in the form the estimator takes, or :class:`TrainingError` naming model, parameter, value, allowed.
+
+    ``where`` names the config field in the message (default ``training.param_grids.<model>.<name>``).
+    """
+    where = where or f"training.param_grids.{model}.{name}"
     if hyperparameter.sequence and isinstance(value, int) and not isinstance(value, bool):
         value = [value]  # one hidden layer: 128 means [128], as scikit-learn reads it
     elements = value if hyperparameter.sequence else [value]
@@ -155,3 +189,55 @@ def candidates(space: dict[str, list[Any]], search: SearchConfig, seed: int) -> 
     if search.strategy == "grid" or search.n_iter >= len(grid):
         return grid
     return list(ParameterSampler(space, n_iter=search.n_iter, random_state=seed))
+
+
+def is_integer(hyperparameter: Hyperparameter) -> bool:
+    """Whether a numeric range of this hyperparameter is drawn as an int (its declared interval is ``Integral``)."""
+    return any(isinstance(c, Interval) and c.type is Integral for c in hyperparameter.constraints)
+
+
+def optuna_space(model: str, search: SearchConfig) -> dict[str, Range]:
+    """The validated Optuna space of ``model``: ``search.optuna.ranges[model]`` or :data:`OPTUNA_SPACES`.
+
+    Every bound and choice is checked against the declared constraints (so ``C: {low: 0, high: 1}`` fails: C must
+    be > 0), ranges must not be empty or inverted, and int parameters need whole-number bounds — all before any
+    trial. A configured space replaces the built-in one entirely (unlisted hyperparameters keep their defaults).
+    """
+    if model not in SEARCHABLE:
+        raise TrainingError(f"unknown classical model {model!r}; allowed: {list(CLASSICAL_MODELS)}")
+    configured = search.optuna.ranges
+    unknown_models = [m for m in configured if m not in SEARCHABLE and m != "transformer"]
+    if unknown_models:
+        raise TrainingError(
+            f"training.search.optuna.ranges has unknown model(s) {unknown_models}; allowed: "
+            f"{[*CLASSICAL_MODELS, 'transformer']}"
+        )
+    declared = SEARCHABLE[model]
+    if model in configured:
+        if not configured[model]:
+            raise TrainingError(f"training.search.optuna.ranges.{model} is empty; give at least one parameter")
+        raw = {
+            name: parse_range(spec, f"training.search.optuna.ranges.{model}.{name}")
+            for name, spec in configured[model].items()
+        }
+    else:
+        raw = OPTUNA_SPACES[model]
+    space: dict[str, Range] = {}
+    for name, rng in raw.items():
+        where = f"training.search.optuna.ranges.{model}.{name}"
+        if name not in declared:
+            raise TrainingError(f"{where}: unknown parameter {name!r}; allowed: {sorted(declared)}")
+        hyperparameter = declared[name]
+        if rng.categorical:
+            checked = tuple(check_value(model, name, hyperparameter, v, where) for v in rng.choices or ())
+            space[name] = Range(choices=checked)
+            continue
+        if hyperparameter.sequence or not any(isinstance(c, Interval) for c in hyperparameter.constraints):
+            raise TrainingError(f"{where}: {name} takes {hyperparameter.describe()}; give it as {{choices: [...]}}")
+        integer = is_integer(hyperparameter)
+        for bound in (rng.low, rng.high):
+            if integer and float(bound) != int(bound):
+                raise TrainingError(f"{where}: {name} is an integer; got the bound {bound!r}")
+            check_value(model, name, hyperparameter, int(bound) if integer else float(bound), where)
+        space[name] = rng
+    return space

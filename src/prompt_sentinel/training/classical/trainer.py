@@ -53,8 +53,9 @@ from prompt_sentinel.features import build_featurizer, featurization_session, is
 from prompt_sentinel.inference import embedding_cache_dir
 from prompt_sentinel.metrics import custom_score, macro_f1
 from prompt_sentinel.models.base import ModelDescriptor
+from prompt_sentinel.models.calibration import load_calibrator
 from prompt_sentinel.models.sklearn import probabilities_by_class_id, save_sklearn_estimator
-from prompt_sentinel.run_layout import CV_RESULTS, PARAMS
+from prompt_sentinel.run_layout import CV_RESULTS, CV_SUMMARY, PARAMS
 from prompt_sentinel.training.augmentation import prepare_training_rows
 from prompt_sentinel.training.balance import (
     balance_features,
@@ -65,7 +66,7 @@ from prompt_sentinel.training.balance import (
 from prompt_sentinel.training.base import Fitted, HeldOut, TrainingContext, TrainResult, labelled_texts, train_model
 from prompt_sentinel.training.classical.estimators import BuildContext, ModelSpec, model_spec
 from prompt_sentinel.training.classical.onnx_parity import onnx_parity_params
-from prompt_sentinel.training.classical.search_space import candidates, search_space
+from prompt_sentinel.training.classical.search_space import candidates, optuna_space, search_space
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class SearchResult:
     seconds: float
     # the winner's critical-error costs, tuned on its out-of-fold probabilities (None: tuning disabled)
     decision_tuning: CostTuning | None = None
+    study: dict[str, Any] | None = None  # the Optuna study's summary (strategy optuna)
 
 
 def fit_estimator(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
@@ -155,7 +157,8 @@ def cross_validation_folds(
 
     Without the groups, a held-out fold holds near-copies of its training rows (template variants), so the
     out-of-fold scores that rank candidates and tune the decision costs would be optimistic. With ``families``
-    every out-of-fold prediction comes from a model that saw nothing of that row's source family.
+    (:func:`source_families`) every out-of-fold prediction comes from a model that saw nothing of that row's
+    source family.
     """
     folds = settings.training.search.cv_folds
     groups = row_groups(texts, settings.split, groups)
@@ -182,20 +185,27 @@ def cross_validation_folds(
     return splits
 
 
+def families_wanted(settings: ClassicalSettings) -> bool:
+    """Whether CV folds hold out whole source families: out-of-source cost tuning or the search asks for it."""
+    return (
+        settings.training.decision_tuning.source == "out_of_source" or settings.training.search.group_by_source_family
+    )
+
+
 def source_families(train: pd.DataFrame, folds: int) -> list[str]:
     """Each training row's source family (``source`` up to the first ``/``), for folds that hold out whole
     families; :class:`TrainingError` when there are fewer families than folds."""
+    why = "training.decision_tuning.source='out_of_source' or training.search.group_by_source_family"
     if "source" not in train.columns:
         raise TrainingError(
-            "training.decision_tuning.source='out_of_source' needs a 'source' column in the training data "
-            "(the family of each row: the part before '/'); use 'auto' for data without one"
+            f"{why} needs a 'source' column in the training data (the family of each row: the part before '/')"
         )
     families = [str(s).split("/", 1)[0].strip() for s in train["source"].fillna("")]
     distinct = sorted(set(families) - {""})
     if len(set(families)) < folds or not distinct:
         raise TrainingError(
-            f"training.decision_tuning.source='out_of_source' needs at least training.search.cv_folds={folds} "
-            f"source families in the training data; it has {len(distinct)}: {distinct[:10]}"
+            f"{why} needs at least training.search.cv_folds={folds} source families in the training data; "
+            f"it has {len(distinct)}: {distinct[:10]}"
         )
     return families
 
@@ -216,6 +226,60 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+@dataclass
+class FoldData:
+    """One CV fold's features, fitted once and shared by every candidate scored on it."""
+
+    X_train: Any  # the fold's training part, featurized and balanced
+    y_train: np.ndarray
+    weights: np.ndarray | None
+    X_held: Any
+    held_idx: np.ndarray
+    build: BuildContext
+    record: dict[str, Any]
+
+
+def prepare_fold(
+    k: int,
+    train_idx: np.ndarray,
+    held_idx: np.ndarray,
+    text_arr: np.ndarray,
+    y: np.ndarray,
+    settings: ClassicalSettings,
+    make_featurizer: Callable[[], Any],
+) -> FoldData:
+    """Augment the fold's training part, fit the featurizer on it, transform both parts, balance the training part.
+
+    Only the training part is augmented and balanced; the held-out part is scored as it is.
+    """
+    labels = settings.labels
+    fold_texts, fold_y, rows = prepare_training_rows(
+        list(text_arr[train_idx]),
+        y[train_idx],
+        settings.training.augmentation,
+        settings.training.length_balance,
+        labels,
+        settings.seed,
+    )
+    featurizer = make_featurizer()
+    X_fold = featurizer.fit_transform(fold_texts, fold_y)
+    X_hold = featurizer.transform(list(text_arr[held_idx]))
+    X_bal, y_bal, report = balance_features(X_fold, fold_y, settings.balance, labels, settings.seed)
+    weights = balanced_sample_weight(y_bal) if report.applied == "class_weight" else None
+    record = {
+        "fold": k,
+        "train_rows": len(train_idx),
+        "train_rows_after_augmentation": rows.rows_out,
+        "train_rows_after_balance": len(y_bal),
+        "validation_rows": len(held_idx),
+        "validation_counts": class_counts(y[held_idx], labels),
+        "balance": report.to_dict(),
+    }
+    return FoldData(
+        X_bal, y_bal, weights, X_hold, held_idx, BuildContext(settings.seed, calibration_folds(y_bal)), record
+    )
 
 
 def run_search(
@@ -257,38 +321,14 @@ def run_search(
         bar = tqdm(total=len(params_list) * folds, desc=f"search {spec.name}", unit="fit")
     try:
         for k, (train_idx, val_idx) in enumerate(fold_splits):
-            # Only the fold's training part is augmented and balanced; the held-out part is scored as it is.
-            fold_texts, fold_y, rows = prepare_training_rows(
-                list(text_arr[train_idx]),
-                y[train_idx],
-                settings.training.augmentation,
-                settings.training.length_balance,
-                labels,
-                settings.seed,
-            )
-            featurizer = make_featurizer()
-            X_fold = featurizer.fit_transform(fold_texts, fold_y)
-            X_hold = featurizer.transform(list(text_arr[val_idx]))
-            X_bal, y_bal, report = balance_features(X_fold, fold_y, settings.balance, labels, settings.seed)
-            weights = balanced_sample_weight(y_bal) if report.applied == "class_weight" else None
-            ctx = BuildContext(settings.seed, calibration_folds(y_bal))
-            fold_records.append(
-                {
-                    "fold": k,
-                    "train_rows": len(train_idx),
-                    "train_rows_after_augmentation": rows.rows_out,
-                    "train_rows_after_balance": len(y_bal),
-                    "validation_rows": len(val_idx),
-                    "validation_counts": class_counts(y[val_idx], labels),
-                    "balance": report.to_dict(),
-                }
-            )
+            fold = prepare_fold(k, train_idx, val_idx, text_arr, y, settings, make_featurizer)
+            fold_records.append(fold.record)
             for i, params in enumerate(params_list):
-                estimator = spec.build(params, ctx)
+                estimator = spec.build(params, fold.build)
                 t0 = time.perf_counter()
-                fit_estimator(estimator, X_bal, y_bal, weights)
+                fit_estimator(estimator, fold.X_train, fold.y_train, fold.weights)
                 fit_times[i, k] = time.perf_counter() - t0
-                proba = class_probabilities(estimator, X_hold, n_classes)
+                proba = class_probabilities(estimator, fold.X_held, n_classes)
                 oof[i, val_idx] = proba
                 pred = proba.argmax(axis=1)
                 scores[i, k] = custom_score(y[val_idx], pred, roles, n_classes)
@@ -369,11 +409,13 @@ class _Prepared:
     params_list: list[dict[str, Any]]
     texts: list[str]
     y: np.ndarray
-    groups: list[str] | None = None  # the training frame's explicit groups (its `group` column)
-    families: list[str] | None = None  # source families, when the costs are tuned out of source
     val_texts: list[str] = field(default_factory=list)
     y_val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     has_validation: bool = False
+    groups: list[str] | None = None  # the training frame's explicit groups (its `group` column)
+    families: list[str] | None = None  # source families, when CV folds hold out whole families
+    optuna_space: dict[str, Any] | None = None  # strategy optuna: the validated ranges
+    study_name: str | None = None
 
 
 class ClassicalTrainer:
@@ -410,23 +452,40 @@ class ClassicalTrainer:
                 self.model_type,
                 s.featurizer.kind,
             )
+        search = s.training.search
         space = search_space(self.model_type, s.training)
-        params_list = candidates(space, s.training.search, s.seed)
+        ranges = None
+        if search.strategy == "optuna":
+            from prompt_sentinel.training.optuna_search import check_settings
+
+            ranges = optuna_space(self.model_type, search)
+            check_settings(search.optuna, ranges)
+            params_list: list[dict[str, Any]] = []
+        else:
+            params_list = candidates(space, search, s.seed)
         texts, y = labelled_texts(train, "training data", s.labels)
-        check_training_data(y, s.labels, s.training.search.cv_folds)
+        check_training_data(y, s.labels, search.cv_folds)
+        groups = train["group"].fillna("").astype(str).tolist() if "group" in train.columns else None
+        families = source_families(train, search.cv_folds) if families_wanted(s) else None
         tuning = s.training.decision_tuning
         if tuning.enabled and tuning.source == "validation" and validation is None:
             raise TrainingError(
                 "training.decision_tuning.source='validation' needs validation data; pass it or use source 'auto'"
             )
-        groups = train["group"].fillna("").astype(str).tolist() if "group" in train.columns else None
-        families = source_families(train, s.training.search.cv_folds) if tuning.source == "out_of_source" else None
         try:
             check_sampling_targets(y, s.balance, s.labels)
         except ConfigError as exc:
             raise TrainingError(str(exc)) from exc
         dense = spec.dense_only and is_sparse_kind(featurizer.kind)
-        prepared = _Prepared(spec, featurizer, dense, space, params_list, texts, y, groups, families)
+        prepared = _Prepared(spec, featurizer, dense, space, params_list, texts, y, groups=groups, families=families)
+        if ranges is not None:
+            from prompt_sentinel.training.optuna_search import default_study_name
+            from prompt_sentinel.training.tracking import dataset_sha256
+
+            prepared.optuna_space = ranges
+            prepared.study_name = search.optuna.study_name or default_study_name(
+                f"{self.model_type}-{featurizer.kind}", dataset_sha256(train)
+            )
         if validation is not None:
             prepared.val_texts, prepared.y_val = labelled_texts(validation, "validation data", s.labels)
             prepared.has_validation = True
@@ -450,24 +509,48 @@ class ClassicalTrainer:
         with featurization_session(
             cache=not is_sparse_kind(kind), progress=progress, disk_cache=embedding_cache_dir(s.inference)
         ):
-            log.info(
-                "training %s on %d rows (%s features, %d candidates)",
-                self.model_type,
-                len(p.y),
-                kind,
-                len(p.params_list),
-            )
-            search = run_search(
-                p.spec,
-                p.texts,
-                p.y,
-                s,
-                make_featurizer,
-                p.params_list,
-                progress=progress,
-                groups=p.groups,
-                families=p.families,
-            )
+            if p.optuna_space is not None:
+                from prompt_sentinel.training.classical.optuna_search import run_optuna_search
+
+                log.info(
+                    "training %s on %d rows (%s features, Optuna study %r, %d trials)",
+                    self.model_type,
+                    len(p.y),
+                    kind,
+                    p.study_name,
+                    s.training.search.optuna.n_trials,
+                )
+                search = run_optuna_search(
+                    p.spec,
+                    p.texts,
+                    p.y,
+                    s,
+                    make_featurizer,
+                    p.optuna_space,
+                    p.study_name or self.model_type,
+                    progress=progress,
+                    groups=p.groups,
+                    families=p.families,
+                )
+            else:
+                log.info(
+                    "training %s on %d rows (%s features, %d candidates)",
+                    self.model_type,
+                    len(p.y),
+                    kind,
+                    len(p.params_list),
+                )
+                search = run_search(
+                    p.spec,
+                    p.texts,
+                    p.y,
+                    s,
+                    make_featurizer,
+                    p.params_list,
+                    progress=progress,
+                    groups=p.groups,
+                    families=p.families,
+                )
             refit_started = time.perf_counter()
             fit_texts, fit_y, rows = prepare_training_rows(
                 p.texts, p.y, s.training.augmentation, s.training.length_balance, s.labels, s.seed
@@ -514,8 +597,13 @@ class ClassicalTrainer:
             "training_rows": rows.to_dict(),
             "search": {
                 "strategy": s.training.search.strategy,
-                "space": jsonable(p.space),
-                "candidates": len(p.params_list),
+                "space": (
+                    {k: r.describe() for k, r in p.optuna_space.items()}
+                    if p.optuna_space is not None
+                    else jsonable(p.space)
+                ),
+                "candidates": len(search.table),
+                "optuna": search.study,
                 "cv_folds": s.training.search.cv_folds,
                 "cv_grouping": {
                     "near_duplicate_jaccard": s.split.near_duplicate_jaccard,
@@ -544,9 +632,19 @@ class ClassicalTrainer:
             search.table.to_csv(directory / CV_RESULTS, index=False)
             save_sklearn_estimator(pipeline, directory)
             # how the pipeline's sentence encoder may run (ONNX / int8) without changing answers under the served rule
+            # (calibration.json is already in ``directory``: the gate compares calibrated, served probabilities)
+            calibrator = load_calibrator(directory, descriptor.calibration, s.labels.num_classes)
             descriptor.params.update(
                 onnx_parity_params(
-                    pipeline, p.texts, p.val_texts, val_proba, descriptor.decision, s.labels, s.inference, s.seed
+                    pipeline,
+                    p.texts,
+                    p.val_texts,
+                    val_proba,
+                    descriptor.decision,
+                    s.labels,
+                    s.inference,
+                    s.seed,
+                    calibrator,
                 )
             )
 
@@ -560,14 +658,14 @@ class ClassicalTrainer:
             featurizer=kind,
             max_length=p.featurizer.embedding_max_length if kind != "tfidf" else None,
             training_report=training_report,
-            reports={PARAMS: best_params},
+            reports={PARAMS: best_params, CV_SUMMARY: _cv_summary(search, s.training.search.cv_folds)},
             mlflow_params={
                 "featurizer": kind,
                 "balance_method": s.balance.method,
                 "balance_applied": report.applied,
                 "search_strategy": s.training.search.strategy,
                 "cv_folds": s.training.search.cv_folds,
-                "candidates": len(p.params_list),
+                "candidates": len(search.table),
                 "seed": s.seed,
                 "train_rows": len(p.y),
                 **{f"best.{k}": v for k, v in best_params.items()},
@@ -582,6 +680,15 @@ class ClassicalTrainer:
             pip_requirements=PIP_REQUIREMENTS,
             details={"cv_score": search.best_score, "best_params": best_params, "balance": report.to_dict()},
         )
+
+
+def _cv_summary(search: SearchResult, folds: int) -> dict[str, Any]:
+    """The chosen candidate's custom score on each CV fold (what ``gates.max_cv_std`` judges)."""
+    from prompt_sentinel.training.cross_validation import cv_summary_from_search
+
+    row = search.table.iloc[search.best_index]
+    values = [row.get(f"split{k}_custom_score") for k in range(folds)]
+    return cv_summary_from_search(values, folds, "the chosen candidate's held-out CV folds (argmax labels)")
 
 
 def train_classical(

@@ -65,8 +65,10 @@ def export_classifier(
 ) -> InferenceRecord:
     """Export ``model`` into ``directory/onnx/``, run the parity gate on ``texts``, keep what passes.
 
-    ``texts`` are normalized (what the model is fed); ``descriptor`` gives labels, decision rule and max_length.
-    The torch reference runs on CPU in fp32 — the path an ONNX backend replaces.
+    ``texts`` are normalized (what the model is fed); ``descriptor`` gives labels, decision rule, max_length and
+    the calibration method, whose ``calibration.json`` must already be in ``directory``. The torch reference runs
+    on CPU in fp32 — the path an ONNX backend replaces. Mean-pooled classifiers (``transformer.pooling: mean``)
+    export as they are: the masked mean is plain tensor arithmetic, traced with the attention mask.
     """
     import torch
 
@@ -85,13 +87,17 @@ def export_classifier(
     int8 = quantize_int8(fp32, directory / FILES["onnx-int8"])
 
     roles, decision = descriptor.labels.roles, descriptor.decision
-    reference = reference_model._predict_proba(texts, batch_size=64)
+    # the gate compares what each backend serves: probabilities through the artifact's calibrator, which the
+    # decision rule's costs were tuned on (the reference model read calibration.json from ``directory``)
+    calibrator = reference_model.calibrator
+    reference = reference_model._calibrated_proba(texts, batch_size=64)
     reference_labels = assign_labels(reference, roles, decision)
     threads = cfg.threads if cfg else None
     results: dict[str, BackendParity] = {}
     for backend, path in (("onnx", fp32), ("onnx-int8", int8)):
         runner = OnnxClassifier(path, tokenizer, max_length, len(descriptor.labels.names), threads, backend)
         proba = runner.predict_proba(texts, batch_size=64)
+        proba = proba if calibrator is None else calibrator.apply(proba)
         result = classifier_parity(reference, proba, reference_labels, assign_labels(proba, roles, decision))
         if result.passed:
             result.file, result.sha256 = FILES[backend], sha256_file(path)

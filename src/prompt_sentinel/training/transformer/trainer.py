@@ -60,7 +60,7 @@ from prompt_sentinel.models.transformer import effective_max_length, length_buck
 from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, METRICS_HISTORY, ONNX_DIR, SAFETENSORS_WEIGHTS, TRAINING_ARGS
 from prompt_sentinel.training import tracking
 from prompt_sentinel.training.augmentation import prepare_training_rows
-from prompt_sentinel.training.base import Fitted, TrainingContext, TrainResult, labelled_texts, train_model
+from prompt_sentinel.training.base import Fitted, HeldOut, TrainingContext, TrainResult, labelled_texts, train_model
 from prompt_sentinel.training.transformer.checkpoints import CheckpointStore, resolve_checkpoint
 from prompt_sentinel.training.transformer.controller import AlphaController
 from prompt_sentinel.training.transformer.losses import build_loss, initial_alpha
@@ -401,11 +401,39 @@ def _plan(
     )
 
 
+def dropout_overrides(base_path: Path, dropout: float | None) -> dict[str, float]:
+    """``transformer.dropout`` for every dropout probability the base model's config has (none when unset)."""
+    if dropout is None:
+        return {}
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_path)
+    return {
+        name: dropout
+        for name, value in config.to_dict().items()
+        if "dropout" in name and (value is None or isinstance(value, float)) and not name.startswith("_")
+    }
+
+
 def _load_model(plan: _Plan, settings: TransformerSettings):
     from transformers import AutoModelForSequenceClassification
 
     _seed_everything(settings.seed)  # before loading: a fresh classification head is randomly initialized
     try:
+        if settings.transformer.pooling == "mean":
+            from prompt_sentinel.models.pooling import build_mean_pooled
+
+            overrides = dropout_overrides(plan.base_path, settings.transformer.dropout)
+            with quiet_transformers():
+                model = build_mean_pooled(
+                    plan.base_path,
+                    settings.labels.num_classes,
+                    settings.labels.id2label,
+                    settings.labels.label2id,
+                    overrides,
+                )
+            model.config.problem_type = "single_label_classification"
+            return model.to(plan.device)
         with quiet_transformers():  # the "classifier.* newly initialized" report is expected here
             model = AutoModelForSequenceClassification.from_pretrained(
                 plan.base_path,
@@ -413,6 +441,7 @@ def _load_model(plan: _Plan, settings: TransformerSettings):
                 id2label=settings.labels.id2label,
                 label2id=settings.labels.label2id,
                 use_safetensors=True,
+                **dropout_overrides(plan.base_path, settings.transformer.dropout),
             )
     except Exception as exc:
         raise TrainingError(f"base model {plan.ref}: cannot be loaded for sequence classification ({exc})") from exc
@@ -469,6 +498,7 @@ class _Session:
         self._postfix: dict[str, str] = {}
         self._started = time.perf_counter()
         self._seconds_before = 0.0
+        self.eval_callback: Callable[[dict[str, Any]], None] | None = None
 
     def _alpha(self) -> torch.Tensor:
         return torch.tensor(self.controller.alpha, dtype=torch.float32, device=self.plan.device)
@@ -514,6 +544,8 @@ class _Session:
         }
         state["metrics_history"].append(entry)
         state["running_loss"], state["running_count"] = 0.0, 0
+        if self.eval_callback is not None:  # e.g. an Optuna trial reporting, and maybe pruning, on this score
+            self.eval_callback(entry)
         if actions:
             self._alpha_tensor = self._alpha()
             log.info("controller raised class weights: %s -> alpha %s", actions, self.controller.alpha)
@@ -649,6 +681,24 @@ class _Session:
                     return
 
 
+def _validation_proba(session: _Session) -> np.ndarray:
+    """The (best) model's class probabilities of the validation rows, in their order."""
+    plan, model = session.plan, session.model
+    dataset = plan.val_set
+    proba = np.zeros((len(dataset), session.settings.labels.num_classes), dtype=np.float64)
+    lengths = [len(ids) for ids in dataset.encoded["input_ids"]]
+    model.eval()
+    with torch.inference_mode():
+        for idx in length_buckets(lengths, session.tcfg.eval_batch_size):
+            batch = session.collate([dataset[i] for i in idx])
+            batch.pop("labels")
+            batch = {k: v.to(plan.device) for k, v in batch.items()}
+            with _autocast(plan.device, plan.amp_dtype):
+                logits = model(**batch).logits.float()
+            proba[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return proba
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the trainer
 
@@ -694,10 +744,12 @@ class TransformerTrainer:
         settings: TransformerSettings,
         base_model: str | None = None,
         step_callback: Callable[[int], None] | None = None,
+        eval_callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.base_model = base_model
         self.step_callback = step_callback
+        self.eval_callback = eval_callback  # after every validation evaluation, with its metrics entry
         self._plan: _Plan | None = None
 
     def run_name(self, out_dir: str) -> str:
@@ -719,6 +771,7 @@ class TransformerTrainer:
         store = CheckpointStore(out_dir, settings.transformer.checkpoint_uri)
         session = _Session(plan, settings, store)
         session.resume()
+        session.eval_callback = self.eval_callback
         if run is not None:
             tracking.set_tags({"resumed_from_step": session.resumed_from_step})
             tracking.log_params(settings.transformer.model_dump(mode="json"), prefix="transformer.")
@@ -727,6 +780,7 @@ class TransformerTrainer:
         session.run(progress, self.step_callback, run)
         if session.best_state is not None:
             session.model.load_state_dict(session.best_state)
+        held_out = HeldOut(plan.val_set.labels, _validation_proba(session), "validation")
         state = session.state
         best = state.get("best_metrics") or {}
         tuning = None
@@ -775,6 +829,7 @@ class TransformerTrainer:
             write_files=write_files,
             tuning=tuning,
             validation_metrics=best,
+            held_out=held_out,  # the best checkpoint's validation probabilities (calibration)
             max_length=plan.max_length,
             training_report=training,
             reports={
