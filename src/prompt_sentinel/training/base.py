@@ -11,8 +11,10 @@ files. Everything around that is written once, in :func:`train_model`:
    its best checkpoint by the tuned score, the ensemble tunes costs jointly with its weights), else here on the
    held-out probabilities (:func:`prompt_sentinel.decision.tune_costs`);
 5. validation metrics under the rule that will be served;
-6. the descriptor and the artifact directory — family files, reports, ``sentinel_model.json``, then
-   ``checksums.json`` last — published atomically (local) or staged and uploaded with the manifest last (gs://);
+6. the descriptor and the artifact directory — family files, reports, the monitoring reference
+   (:mod:`prompt_sentinel.monitoring.reference`: label, score, length, vocabulary and embedding summaries the drift
+   detector compares live traffic with), ``sentinel_model.json``, then ``checksums.json`` last — published
+   atomically (local) or staged and uploaded with the manifest last (gs://);
 7. MLflow params, metrics and the artifact directory;
 8. one :class:`TrainResult`, whatever the family.
 """
@@ -32,13 +34,21 @@ import pandas as pd
 
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import write_manifest
-from prompt_sentinel.config import DecisionConfig, DecisionTuningConfig, LabelConfig, MlflowConfig, SentinelConfig
+from prompt_sentinel.config import (
+    DecisionConfig,
+    DecisionTuningConfig,
+    LabelConfig,
+    MlflowConfig,
+    MonitoringConfig,
+    SentinelConfig,
+)
 from prompt_sentinel.data.loading import check_labelled_frame
 from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.jsonio import to_json_lenient
 from prompt_sentinel.metrics import macro_f1, security_score
 from prompt_sentinel.models.base import ModelDescriptor, ModelFamily
+from prompt_sentinel.monitoring.reference import Reference, build_reference, write_reference
 from prompt_sentinel.run_layout import CHECKSUMS, MODEL_REQUIREMENTS, TRAINING_REPORT
 from prompt_sentinel.text import normalize_text
 from prompt_sentinel.training import tracking
@@ -149,10 +159,12 @@ class TrainingContext:
     decision: DecisionConfig  # the serving defaults the tuned costs are applied to
     decision_tuning: DecisionTuningConfig
     mlflow: MlflowConfig
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)  # the drift reference's settings
+    seed: int = 42
 
     @classmethod
     def from_config(cls, cfg: SentinelConfig) -> TrainingContext:
-        return cls(cfg.labels, cfg.serving.decision, cfg.training.decision_tuning, cfg.mlflow)
+        return cls(cfg.labels, cfg.serving.decision, cfg.training.decision_tuning, cfg.mlflow, cfg.monitoring, cfg.seed)
 
 
 def labelled_texts(df: Any, what: str, labels: LabelConfig) -> tuple[list[str], np.ndarray]:
@@ -188,6 +200,46 @@ def choose_tuning(fitted: Fitted, ctx: TrainingContext) -> CostTuning | None:
     if held is not None and len(held.labels):
         return tune_costs(held.labels, held.proba, ctx.labels.roles, ctx.decision_tuning.cost_grid, source=held.source)
     return fitted.fallback_tuning
+
+
+def monitoring_reference(
+    train: pd.DataFrame | None,
+    validation: pd.DataFrame | None,
+    held: HeldOut | None,
+    decision: DecisionConfig,
+    ctx: TrainingContext,
+) -> Reference:
+    """The drift reference of the model being trained: training texts, and its held-out predictions under the
+    decision rule that will be served (validation rows, or out-of-fold rows of the training split)."""
+    source = train if train is not None else validation
+    texts = [normalize_text(t) for t in source["text"]]
+    held_texts: list[str] = []
+    proba = predicted = None
+    if held is not None and len(held.labels):
+        if held.source == "validation" and validation is not None and len(validation) == len(held.labels):
+            held_texts = [normalize_text(t) for t in validation["text"]]
+        elif train is not None and len(train) == len(held.labels):
+            held_texts = texts
+        proba = held.proba
+        predicted = assign_labels(held.proba, ctx.labels.roles, decision)
+    elif validation is not None and source is not validation:
+        held_texts = [normalize_text(t) for t in validation["text"]]
+    try:
+        return build_reference(
+            texts, source["label"].to_numpy(), ctx.labels, ctx.monitoring, held_texts=held_texts, held_proba=proba,
+            held_predicted=predicted, held_source=held.source if held else "none", seed=ctx.seed,
+        )  # fmt: skip
+    except Exception as exc:  # the encoder is optional: a reference without embeddings beats no model at all
+        if ctx.monitoring.embedding_model.lower() == "none":
+            raise
+        log.warning("monitoring reference without embeddings (%s: %s)", type(exc).__name__, exc)
+        settings = ctx.monitoring.model_copy(update={"embedding_model": "none"})
+        reference = build_reference(
+            texts, source["label"].to_numpy(), ctx.labels, settings, held_texts=held_texts, held_proba=proba,
+            held_predicted=predicted, held_source=held.source if held else "none", seed=ctx.seed,
+        )  # fmt: skip
+        reference.profile["embedding_error"] = f"{type(exc).__name__}: {exc}"
+        return reference
 
 
 def _write_reports(directory: Path, reports: Mapping[str, Any]) -> None:
@@ -259,6 +311,7 @@ def train_model(
             "validation": metrics,
             "git_commit": commit,
         }
+        reference = monitoring_reference(train, validation, fitted.held_out, decision, ctx)
         descriptor = ModelDescriptor(
             family=trainer.family,
             model_type=trainer.model_type,
@@ -272,6 +325,7 @@ def train_model(
         def fill(directory: Path) -> None:
             fitted.write_files(directory)
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
+            write_reference(reference, directory)
             descriptor.write(directory)
             write_manifest(directory)  # last: covers every file above
 
