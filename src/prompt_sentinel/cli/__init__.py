@@ -50,7 +50,7 @@ def version() -> None:
 
 
 # Area modules, each exposing ``register(app: typer.Typer) -> None``.
-_COMMAND_MODULES = ("data", "train", "evaluate", "registry", "serve", "pipeline", "deploy", "corpus")
+_COMMAND_MODULES = ("data", "train", "evaluate", "registry", "serve", "pipeline", "deploy", "corpus", "monitor")
 for _name in _COMMAND_MODULES:
     _module = importlib.import_module(f"prompt_sentinel.cli.{_name}")
     _module.register(app)
