@@ -10,7 +10,9 @@ import pandas as pd
 from prompt_sentinel.config import SentinelConfig, load_config
 from prompt_sentinel.data.loading import load_dataset
 
-DEMO_CSV = Path(__file__).resolve().parents[2] / "src" / "prompt_sentinel" / "demo_data" / "demo_prompts.csv"
+DEMO_DATA = Path(__file__).resolve().parents[2] / "src" / "prompt_sentinel" / "demo_data"
+DEMO_CSV = DEMO_DATA / "demo_prompts.csv"
+DEMO_BLIND_CSV = DEMO_DATA / "demo_blind.csv"
 # Small but real: TF-IDF logistic regression, a 100-text reference sample, no MLflow.
 FAST_TRAINING = [
     "featurizer.kind=tfidf",
@@ -50,17 +52,19 @@ def shifted_texts(n: int, seed: int = 7) -> list[str]:
     return [f"{rng.choice(base)} (вопрос {i})" if i % 2 else f"{rng.choice(base)}, Nummer {i}?" for i in range(n)]
 
 
-def demo_split(cfg: SentinelConfig, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = load_dataset(str(DEMO_CSV), cfg).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+def demo_split(cfg: SentinelConfig, seed: int = 3, data: Path = DEMO_CSV) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = load_dataset(str(data), cfg).sample(frac=1.0, random_state=seed).reset_index(drop=True)
     cut = int(len(frame) * 0.6)
     return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
 
 
-def train_monitored_model(out: Path, overrides: list[str] = ()) -> tuple[Path, pd.DataFrame, SentinelConfig]:
+def train_monitored_model(
+    out: Path, overrides: list[str] = (), data: Path = DEMO_CSV
+) -> tuple[Path, pd.DataFrame, SentinelConfig]:
     """A logreg trained through the shared training sequence (so it carries its monitoring reference)."""
     from prompt_sentinel.stages import train
 
     cfg = load_config(None, [*FAST_TRAINING, *overrides])
-    training, held_out = demo_split(cfg)
+    training, held_out = demo_split(cfg, data=data)
     train.run("logreg", training, held_out, cfg, out, progress=False)
     return out, held_out, cfg
