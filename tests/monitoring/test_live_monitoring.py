@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -53,7 +54,20 @@ def test_served_traffic_is_logged_and_a_language_shift_asks_for_retraining(tmp_p
         first = _monitor(logs, model, tmp_path / "first", len(normal))
         _send(url, shifted, "v1")
         assert wait_for(lambda: len(read_logs(str(logs)).records) == 2 * len(normal), timeout=30)
+        metrics = httpx.get(f"{url}/metrics").text
+        answer = httpx.post(f"{url}/v1/models/watched:predict", json={"instances": ["hi"]}).json()
     second = _monitor(logs, model, tmp_path / "second", len(shifted))
+
+    # What the dashboard and the alerts read, with the model version (a plain directory: "unknown").
+    for sample in (
+        'sentinel_predictions_total{decision="allow",label="benign",model="watched",model_version="unknown"}',
+        'sentinel_prediction_score_bucket{label="malicious",le="0.5",model="watched",model_version="unknown"}',
+        'sentinel_request_latency_seconds_count{model="watched",model_version="unknown",protocol="v2"}',
+        'sentinel_model_info{family="sklearn",model="watched",model_type="logreg",model_version="unknown"} 1.0',
+        f'sentinel_prediction_log_records_total{{model="watched",outcome="written"}} {2.0 * len(normal)}',
+    ):
+        assert sample in metrics, sample
+    assert answer["model_version"] == "unknown" and len(answer["predictions"]) == 1
 
     records = read_logs(str(logs)).records
     assert {r["protocol"] for r in records} == {"v1", "v2"}
