@@ -202,6 +202,15 @@ def choose_tuning(fitted: Fitted, ctx: TrainingContext) -> CostTuning | None:
     return fitted.fallback_tuning
 
 
+def predicted_held_out(directory: Path, validation: pd.DataFrame, labels: LabelConfig) -> HeldOut:
+    """Validation probabilities of the model just written to ``directory``, for trainers that keep none (the
+    transformer keeps only its best checkpoint's metrics): the reference's scores come from the served model."""
+    from prompt_sentinel.models.loading import load_model
+
+    texts, y = labelled_texts(validation, "validation", labels)
+    return HeldOut(y, load_model(directory, verify=False).predict_proba(texts), "validation")
+
+
 def monitoring_reference(
     train: pd.DataFrame | None,
     validation: pd.DataFrame | None,
@@ -311,7 +320,6 @@ def train_model(
             "validation": metrics,
             "git_commit": commit,
         }
-        reference = monitoring_reference(train, validation, fitted.held_out, decision, ctx)
         descriptor = ModelDescriptor(
             family=trainer.family,
             model_type=trainer.model_type,
@@ -325,8 +333,11 @@ def train_model(
         def fill(directory: Path) -> None:
             fitted.write_files(directory)
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
-            write_reference(reference, directory)
             descriptor.write(directory)
+            held = fitted.held_out
+            if (held is None or not len(held.labels)) and validation is not None and len(validation):
+                held = predicted_held_out(directory, validation, ctx.labels)
+            write_reference(monitoring_reference(train, validation, held, decision, ctx), directory)
             write_manifest(directory)  # last: covers every file above
 
         with tempfile.TemporaryDirectory(prefix=f"sentinel-{trainer.family}-") as staging:
