@@ -123,3 +123,19 @@ def test_a_reference_for_other_labels_is_refused(trained) -> None:
                                "labels.suspicious=null"])  # fmt: skip
     with pytest.raises(DataError, match="differ from the configured"):
         detect_drift(read_reference(model_dir), [], other.labels, other.monitoring, other.gates)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_transformer_carries_held_out_scores_in_its_reference(tmp_path: Path) -> None:
+    """The transformer trainer keeps no validation probabilities; the written model predicts the validation split."""
+    tiny = ["transformer.max_steps=2", "transformer.max_length=32", "transformer.batch_size=8",
+            "transformer.eval_batch_size=32", *NO_EMBEDDINGS]  # fmt: skip
+    from prompt_sentinel.stages import train
+    from tests.monitoring.helpers import FAST_TRAINING, demo_split
+
+    cfg = load_config(None, [*FAST_TRAINING, *tiny])
+    training, held_out = demo_split(cfg)
+    train.run("transformer", training, held_out, cfg, tmp_path / "transformer", progress=False)
+    profile = read_reference(tmp_path / "transformer").profile
+    assert profile["held_out"] == {"source": "validation", "rows": len(held_out)}
+    assert all(len(profile["scores"][name]) == len(held_out) for name in cfg.labels.names)
