@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--null-windows", type=int, default=50)
     parser.add_argument("--null-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="Config override, e.g. --set monitoring.thresholds.oov_increase_warn=0.03")  # fmt: skip
     args = parser.parse_args(argv)
     from prompt_sentinel.config import load_config
     from prompt_sentinel.data.loading import load_dataset
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shared data not found under {args.data}", file=sys.stderr)
         return 2
     cfg = load_config(None, ["featurizer.kind=tfidf", "training.search.n_iter=2", "training.search.cv_folds=2",
-                             "mlflow.enabled=false"])  # fmt: skip
+                             "mlflow.enabled=false", *args.overrides])  # fmt: skip
     train = load_dataset(str(args.data / "prompts_train.csv"), cfg)
     test = load_dataset(str(args.data / "prompts_test.csv"), cfg)
     both = pd.concat([train, test], ignore_index=True)
