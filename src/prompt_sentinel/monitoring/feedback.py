@@ -124,9 +124,11 @@ def add_feedback(logs_uri: str, labels_uri: str, labels: LabelConfig, *, reviewe
              **({"reviewer": reviewer} if reviewer else {})}
             for rid, name in known.items()
         ]  # fmt: skip
+        # Two labellings within one millisecond share a "ts"; the stable sort then keeps file order, so the
+        # name carries microseconds (the random suffix alone would order them by chance).
         now = datetime.now(timezone.utc)
         target = storage.join(
-            logs_uri.rstrip("/"), FEEDBACK_DIR, f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}{LOG_FILE_SUFFIX}"
+            logs_uri.rstrip("/"), FEEDBACK_DIR, f"{now:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}{LOG_FILE_SUFFIX}"
         )
         write_new_file(target, encode_lines(records))
     return FeedbackResult(len(known), len(unknown), repeated, target, unknown[:5])
