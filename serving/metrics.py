@@ -33,8 +33,9 @@ LATENCY = Histogram(
 )
 MODEL_INFO = Gauge(
     "sentinel_model_info",
-    "1 for the model this server serves: its name, registry version, family and model type.",
-    ["model", "model_version", "family", "model_type"],
+    "1 for the model this server serves: its name, registry version, family, model type and inference backend "
+    "(torch, onnx, onnx-int8; none when nothing neural runs).",
+    ["model", "model_version", "family", "model_type", "inference_backend"],
 )
 LOG_RECORDS = Counter(
     "sentinel_prediction_log_records",
@@ -127,8 +128,10 @@ def observe_latency(model: str, version: str, protocol: str, seconds: float) -> 
     LATENCY.labels(model=model, model_version=version, protocol=protocol).observe(seconds)
 
 
-def set_model_info(model: str, version: str, family: str, model_type: str) -> None:
-    MODEL_INFO.labels(model=model, model_version=version, family=family, model_type=model_type).set(1)
+def set_model_info(model: str, version: str, family: str, model_type: str, backend: str | None) -> None:
+    MODEL_INFO.labels(
+        model=model, model_version=version, family=family, model_type=model_type, inference_backend=backend or "none"
+    ).set(1)
 
 
 def count_log_records(model: str, outcome: str, n: int) -> None:

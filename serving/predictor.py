@@ -103,7 +103,7 @@ def _size_torch_threads(model: SentinelModel) -> None:
         return
     import torch
 
-    from prompt_sentinel.models.transformer import torch_threads
+    from prompt_sentinel.inference.backends import torch_threads
 
     torch.set_num_threads(torch_threads())
     logger.info("torch intra-op threads: %d", torch.get_num_threads())
@@ -158,7 +158,8 @@ class SentinelPredictor(kserve.Model):
         started = time.perf_counter()
         path = resolve_model_path(self.model_ref, self.cfg)
         logger.info("loading model %r from %s", self.model_ref, path)
-        model = load_model(path, verify=True)
+        # the configured backend (inference.backend, or SENTINEL_INFERENCE_BACKEND) as evaluation used it
+        model = load_model(path, verify=True, inference=self.cfg.inference)
         _size_torch_threads(model)
         serving = self.cfg.serving
         runner = BatchRunner(
@@ -172,7 +173,9 @@ class SentinelPredictor(kserve.Model):
         self.model, self.model_path, self._runner = model, path, runner
         self.decision = effective_decision(model.descriptor.decision, self.cfg.serving.decision)
         self.model_version = model_version_of(path)
-        set_model_info(self.name, self.model_version, model.family, model.descriptor.model_type)
+        set_model_info(
+            self.name, self.model_version, model.family, model.descriptor.model_type, model.inference_backend
+        )
         if self.cfg.monitoring.log_dir:
             self._open_prediction_log(self.cfg.monitoring.log_dir)
         self.load_seconds = time.perf_counter() - started

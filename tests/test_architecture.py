@@ -54,7 +54,7 @@ def test_file_names_steps_hand_each_other_are_spelled_only_in_run_layout() -> No
     names = {
         value
         for key, value in vars(run_layout).items()
-        if key.isupper() and isinstance(value, str) and re.search(r"\.(json|csv|html|md|skops|diff|yaml)$", value)
+        if key.isupper() and isinstance(value, str) and re.search(r"\.(json|csv|html|md|skops|diff|yaml|onnx)$", value)
     }
     # Files whose names belong to another format's convention or to one module's private store.
     allowed = {

@@ -24,16 +24,63 @@ import hashlib
 import importlib.metadata
 import platform
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from prompt_sentinel import features
 from prompt_sentinel.checksums import sha256_file
 from prompt_sentinel.config import NAMED_TEXT_ENCODERS
-from prompt_sentinel.errors import ConfigError, ModelFormatError
+from prompt_sentinel.errors import ConfigError, DataError, ModelFormatError
+from prompt_sentinel.hf_checkpoints import resolve_model_dir
+from prompt_sentinel.inference.embedding_cache import EmbeddingDiskCache
+from prompt_sentinel.inference.encoder import onnx_encoder
+from prompt_sentinel.inference.hf import load_encoder, torch_sentence_embeddings
+
+# --- process-wide state: an optional per-text embedding cache, progress display, shared embedders ------------
+
+# Enabled only inside featurization_session(): cross-validation embeds the same texts once per fold and
+# per refit, so caching by text saves most of the encoder time. Serving never enables it (unbounded input).
+_EMBED_CACHE: dict[tuple[str, str, int, str], np.ndarray] | None = None
+_SHOW_PROGRESS = False
+# Root of the on-disk embedding cache (prompt_sentinel.inference.embedding_cache), set by featurization_session.
+_DISK_CACHE_ROOT: Path | None = None
+_EMBEDDERS: dict[tuple[Any, ...], SentenceEmbedder] = {}
+
+
+@contextmanager
+def featurization_session(
+    cache: bool = True, progress: bool = False, disk_cache: str | Path | None = None
+) -> Iterator[None]:
+    """Within the block, sentence embeddings are cached per text and encoding shows a progress bar.
+
+    With ``disk_cache`` (a directory) embeddings are also read from and written to the on-disk cache, so other
+    processes and later runs reuse them.
+    """
+    global _EMBED_CACHE, _SHOW_PROGRESS, _DISK_CACHE_ROOT
+    previous = (_EMBED_CACHE, _SHOW_PROGRESS, _DISK_CACHE_ROOT)
+    if cache and _EMBED_CACHE is None:
+        _EMBED_CACHE = {}
+    _SHOW_PROGRESS = progress
+    if disk_cache is not None:
+        _DISK_CACHE_ROOT = Path(disk_cache)
+    try:
+        yield
+    finally:
+        _EMBED_CACHE, _SHOW_PROGRESS, _DISK_CACHE_ROOT = previous
+
+
+def _check_texts(texts: Any, where: str) -> list[str]:
+    if isinstance(texts, str):
+        raise DataError(f"{where}: expected a sequence of texts, got a single string")
+    items = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
+    bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise DataError(f"{where}: item {bad} is {type(items[bad]).__name__}, expected str")
+    return items
+
 
 __all__ = [
     "NAMED_TEXT_ENCODERS",
@@ -125,9 +172,9 @@ class _CachedBatchEncoder:
         raise NotImplementedError
 
     def encode(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
-        items = features._check_texts(texts, f"{self.name}.encode")
+        items = _check_texts(texts, f"{self.name}.encode")
         out = np.zeros((len(items), self.dim), dtype=np.float32)
-        cache = features._EMBED_CACHE  # read at call time: featurization_session() swaps it in and out
+        cache = _EMBED_CACHE  # read at call time: featurization_session() swaps it in and out
         key_prefix = self.fingerprint
         todo = list(range(len(items)))
         if cache is not None:
@@ -141,7 +188,7 @@ class _CachedBatchEncoder:
         if not todo:
             return out
         starts: Any = range(0, len(todo), self.batch_size)
-        show = features._SHOW_PROGRESS if progress is None else progress
+        show = _SHOW_PROGRESS if progress is None else progress
         if show and len(todo) > self.batch_size:
             from tqdm.auto import tqdm
 
@@ -354,14 +401,100 @@ _HF_FINGERPRINT_GLOBS = (
 _HF_FINGERPRINTS: dict[str, str] = {}
 
 
+class SentenceEmbedder:
+    """Mean-pooled, L2-normalized sentence embeddings from a local / gs:// / bundled checkpoint."""
+
+    def __init__(
+        self,
+        model_ref: str = "bundled:all-MiniLM-L6-v2",
+        batch_size: int = 64,
+        max_length: int = 256,
+        backend: str = "torch",
+        threads: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.model_ref = model_ref
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.model_dir = resolve_model_dir(model_ref)
+        self.onnx: Any = None
+        if backend != "torch":
+            self.onnx, backend = onnx_encoder(self.model_dir, backend, max_length, threads, cache_dir)  # type: ignore[arg-type]
+        self.backend = backend
+        if self.onnx is None:
+            self.tokenizer, self.model = load_encoder(self.model_dir)
+
+    @classmethod
+    def shared(cls, model_ref: str, batch_size: int, max_length: int, **runtime: Any) -> SentenceEmbedder:
+        """One embedder per (reference, sizes, backend settings) and process: a transform call (each serving
+        request) then skips resolving the checkpoint and the backend again."""
+        key = (model_ref, batch_size, max_length, *sorted(runtime.items()))
+        embedder = _EMBEDDERS.get(key)
+        if embedder is None:
+            embedder = _EMBEDDERS.setdefault(key, cls(model_ref, batch_size, max_length, **runtime))
+        return embedder
+
+    @property
+    def dim(self) -> int:
+        return int(self.onnx.dim if self.onnx is not None else self.model.config.hidden_size)
+
+    def encode(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
+        """Embeddings of shape (len(texts), dim), float32, each row of unit L2 norm."""
+        items = _check_texts(texts, "SentenceEmbedder.encode")
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        cache = _EMBED_CACHE
+        key_prefix = str(self.model_dir.resolve())
+        todo = list(range(len(items)))
+        if cache is not None:
+            todo = []
+            for i, text in enumerate(items):
+                hit = cache.get((key_prefix, self.backend, self.max_length, text))
+                if hit is None:
+                    todo.append(i)
+                else:
+                    out[i] = hit
+        disk = None
+        if todo and _DISK_CACHE_ROOT is not None:
+            disk = EmbeddingDiskCache.open(_DISK_CACHE_ROOT, self.model_dir, self.backend, self.max_length, self.dim)
+            found, vectors = disk.lookup([items[i] for i in todo])
+            hits = [i for i, ok in zip(todo, found, strict=True) if ok]
+            out[hits] = vectors[found]
+            todo = [i for i, ok in zip(todo, found, strict=True) if not ok]
+            if cache is not None:
+                for i in hits:
+                    cache[(key_prefix, self.backend, self.max_length, items[i])] = out[i]
+        if todo:
+            # Longest first so each batch pads to similar lengths (dynamic padding, little waste).
+            todo.sort(key=lambda i: len(items[i]), reverse=True)
+            show = _SHOW_PROGRESS if progress is None else progress
+            vectors = self._encode_batches([items[i] for i in todo], show)
+            out[todo] = vectors
+            if disk is not None:
+                disk.store([items[i] for i in todo], vectors)
+            if cache is not None:
+                for i, vec in zip(todo, vectors, strict=True):
+                    cache[(key_prefix, self.backend, self.max_length, items[i])] = vec
+        return out
+
+    def _encode_batches(self, texts: list[str], progress: bool) -> np.ndarray:
+        if self.onnx is not None:
+            return self.onnx.encode(texts, self.batch_size, progress)
+        return torch_sentence_embeddings(self.tokenizer, self.model, texts, self.batch_size, self.max_length, progress)
+
+
 class HFSentenceEncoder:
     """The :class:`~prompt_sentinel.features.SentenceEmbedder` of an HF checkpoint, as a :class:`TextEncoder`.
 
     Encoding (and its session cache) is the embedder's own; this adds ``name`` and ``fingerprint``.
     """
 
-    def __init__(self, model_ref: str, batch_size: int = 64, max_length: int = 256) -> None:
-        self.embedder = features.SentenceEmbedder(model_ref, batch_size, max_length)
+    def __init__(self, model_ref: str, batch_size: int = 64, max_length: int = 256, **runtime: Any) -> None:
+        # runtime: the inference backend, threads and embedding cache the model loader chose (prompt_sentinel.inference)
+        self.embedder = SentenceEmbedder.shared(model_ref, batch_size, max_length, **runtime)
         self.name = model_ref
         self.max_length = max_length
 
@@ -395,18 +528,19 @@ _NAMED: dict[str, type[_CachedBatchEncoder]] = {
 assert tuple(_NAMED) == NAMED_TEXT_ENCODERS
 
 
-def make_encoder(ref: str, batch_size: int = 64, max_length: int = 256) -> TextEncoder:
+def make_encoder(ref: str, batch_size: int = 64, max_length: int = 256, **runtime: Any) -> TextEncoder:
     """The encoder for ``featurizer.embedding_model`` = ``ref``.
 
     A built-in name (``use-multilingual``, ``e5-small``) wins over a directory of the same name (write
     ``./e5-small`` for the directory); anything else is a Hugging Face checkpoint reference. The model is loaded
-    once per process; the returned object is cheap to create.
+    once per process; the returned object is cheap to create. ``runtime`` (inference backend, threads, embedding
+    cache) applies to Hugging Face checkpoints; the multilingual encoders run their own numpy engines.
     """
     text = str(ref).strip()
     named = _NAMED.get(text)
     if named is not None:
         return named(batch_size, max_length)
     try:
-        return HFSentenceEncoder(text, batch_size, max_length)
+        return HFSentenceEncoder(text, batch_size, max_length, **runtime)
     except ModelFormatError as exc:
         raise ModelFormatError(f"{exc}; or a built-in multilingual encoder: {', '.join(NAMED_TEXT_ENCODERS)}") from exc

@@ -9,7 +9,8 @@
 
 The featurizer is the first step of the saved skops pipeline, so serving never refits it. For skops the
 embedding transformer holds only plain attributes (the model reference string and sizes); the torch encoder is
-loaded lazily on first use and cached per process, never serialized.
+loaded lazily on first use and cached per process, never serialized. The inference backend (torch, or the
+encoder exported to ONNX by :mod:`prompt_sentinel.inference`) is a runtime attribute the model loader sets.
 
 Inputs are already normalized texts (:func:`prompt_sentinel.text.normalize_text`): the trainer normalizes
 before fitting and :meth:`SentinelModel.predict_proba` before predicting.
@@ -17,10 +18,6 @@ before fitting and :meth:`SentinelModel.predict_proba` before predicting.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +29,8 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
 from prompt_sentinel.config import FeaturizerConfig
-from prompt_sentinel.errors import ConfigError, DataError, ModelFormatError
+from prompt_sentinel.encoders import SentenceEmbedder, _check_texts, featurization_session, make_encoder
+from prompt_sentinel.errors import ConfigError, ModelFormatError
 from prompt_sentinel.hf_checkpoints import resolve_model_dir
 
 __all__ = [
@@ -45,131 +43,6 @@ __all__ = [
     "is_sparse_kind",
     "resolve_model_dir",
 ]
-
-# --- process-wide state: loaded encoders, an optional embedding cache, progress display -----------------
-
-_ENCODERS: dict[str, tuple[Any, Any]] = {}
-_ENCODER_LOCK = threading.Lock()
-# Enabled only inside featurization_session(): cross-validation embeds the same texts once per fold and
-# per refit, so caching by text saves most of the encoder time. Serving never enables it (unbounded input).
-_EMBED_CACHE: dict[tuple[str, int, str], np.ndarray] | None = None
-_SHOW_PROGRESS = False
-
-
-@contextmanager
-def featurization_session(cache: bool = True, progress: bool = False) -> Iterator[None]:
-    """Within the block, sentence embeddings are cached per text and encoding shows a progress bar."""
-    global _EMBED_CACHE, _SHOW_PROGRESS
-    previous = (_EMBED_CACHE, _SHOW_PROGRESS)
-    if cache and _EMBED_CACHE is None:
-        _EMBED_CACHE = {}
-    _SHOW_PROGRESS = progress
-    try:
-        yield
-    finally:
-        _EMBED_CACHE, _SHOW_PROGRESS = previous
-
-
-def _check_texts(texts: Any, where: str) -> list[str]:
-    if isinstance(texts, str):
-        raise DataError(f"{where}: expected a sequence of texts, got a single string")
-    items = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
-    bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise DataError(f"{where}: item {bad} is {type(items[bad]).__name__}, expected str")
-    return items
-
-
-def _load_encoder(model_dir: Path) -> tuple[Any, Any]:
-    key = str(model_dir.resolve())
-    with _ENCODER_LOCK:
-        if key in _ENCODERS:
-            return _ENCODERS[key]
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a "Loading weights" bar per serving replica is noise
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-            model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelFormatError(f"{model_dir}: cannot load a sentence-transformer encoder ({exc})") from exc
-        finally:
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
-        model.eval()
-        _ENCODERS[key] = (tokenizer, model)
-        return tokenizer, model
-
-
-class SentenceEmbedder:
-    """Mean-pooled, L2-normalized sentence embeddings from a local / gs:// / bundled checkpoint."""
-
-    def __init__(
-        self, model_ref: str = "bundled:all-MiniLM-L6-v2", batch_size: int = 64, max_length: int = 256
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
-        self.model_ref = model_ref
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.model_dir = resolve_model_dir(model_ref)
-        self.tokenizer, self.model = _load_encoder(self.model_dir)
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def encode(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
-        """Embeddings of shape (len(texts), dim), float32, each row of unit L2 norm."""
-        items = _check_texts(texts, "SentenceEmbedder.encode")
-        out = np.zeros((len(items), self.dim), dtype=np.float32)
-        cache = _EMBED_CACHE
-        key_prefix = str(self.model_dir.resolve())
-        todo = list(range(len(items)))
-        if cache is not None:
-            todo = []
-            for i, text in enumerate(items):
-                hit = cache.get((key_prefix, self.max_length, text))
-                if hit is None:
-                    todo.append(i)
-                else:
-                    out[i] = hit
-        if todo:
-            # Longest first so each batch pads to similar lengths (dynamic padding, little waste).
-            todo.sort(key=lambda i: len(items[i]), reverse=True)
-            show = _SHOW_PROGRESS if progress is None else progress
-            vectors = self._encode_batches([items[i] for i in todo], show)
-            out[todo] = vectors
-            if cache is not None:
-                for i, vec in zip(todo, vectors, strict=True):
-                    cache[(key_prefix, self.max_length, items[i])] = vec
-        return out
-
-    def _encode_batches(self, texts: list[str], progress: bool) -> np.ndarray:
-        import torch
-
-        starts = range(0, len(texts), self.batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="embedding", unit="batch", leave=False)
-        chunks = []
-        with torch.inference_mode():
-            for start in starts:
-                batch = texts[start : start + self.batch_size]
-                enc = self.tokenizer(
-                    batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-                )
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                chunks.append(pooled.float().cpu().numpy())
-        return np.concatenate(chunks, axis=0)
 
 
 class EmbeddingTransformer(TransformerMixin, BaseEstimator):
@@ -190,9 +63,13 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.max_length = max_length
 
     def _embedder(self) -> Any:
-        from prompt_sentinel.encoders import make_encoder  # encoders imports this module
-
-        return make_encoder(self.model_ref, self.batch_size, self.max_length)
+        # inference_* are runtime attributes set by the model loader (prompt_sentinel.models.sklearn_backend)
+        runtime = {
+            k: getattr(self, f"inference_{k}")
+            for k in ("backend", "threads", "cache_dir")
+            if hasattr(self, f"inference_{k}")
+        }
+        return make_encoder(self.model_ref, self.batch_size, self.max_length, **runtime)
 
     def fit(self, X: Any, y: Any = None) -> EmbeddingTransformer:
         _check_texts(X, "EmbeddingTransformer.fit")

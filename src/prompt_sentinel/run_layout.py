@@ -32,6 +32,9 @@ ALPHA_TRAJECTORY = "alpha_trajectory.json"
 ENSEMBLE_REPORT = "ensemble.json"
 ENSEMBLE_MEMBERS_DIR = "members"
 MODEL_REQUIREMENTS = "model_requirements.txt"  # logged to MLflow beside a model directory
+ONNX_DIR = "onnx"  # a transformer's ONNX exports that passed the parity gate
+ONNX_CLASSIFIER = f"{ONNX_DIR}/model.onnx"
+ONNX_CLASSIFIER_INT8 = f"{ONNX_DIR}/model.int8.onnx"
 # What the drift detector compares live traffic with (prompt_sentinel.monitoring.reference), written at training time
 MONITORING_REFERENCE = "monitoring_reference.json"
 REFERENCE_EMBEDDINGS = "monitoring_reference.safetensors"

@@ -14,7 +14,7 @@ import pytest
 import skops.io as sio
 from sklearn.model_selection import train_test_split
 
-from prompt_sentinel import encoders, features
+from prompt_sentinel import encoders
 from prompt_sentinel.config import FeaturizerConfig, load_config
 from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.encoders import E5SmallEncoder, TextEncoder, UniversalSentenceEncoder, make_encoder
@@ -127,7 +127,7 @@ def test_featurization_session_caches_by_fingerprint(ref, dim, cls):
     plain = encoder.encode(texts)
     with featurization_session(cache=True):
         first = encoder.encode(texts)
-        cache = features._EMBED_CACHE
+        cache = encoders._EMBED_CACHE
         assert cache is not None
         assert {key[0] for key in cache} == {encoder.fingerprint}
         assert {key[2] for key in cache} == set(texts)
@@ -136,7 +136,7 @@ def test_featurization_session_caches_by_fingerprint(ref, dim, cls):
     assert np.array_equal(first, plain)
     assert np.array_equal(second[1:], first[1::-1])
     assert (second[0] == 7).all()
-    assert features._EMBED_CACHE is None  # the session ended
+    assert encoders._EMBED_CACHE is None  # the session ended
 
 
 @pytest.mark.parametrize(("ref", "dim", "cls"), MULTILINGUAL)

@@ -18,13 +18,7 @@ from prompt_sentinel.config import LabelConfig
 from prompt_sentinel.errors import ChecksumError, ModelFormatError, TrainingError
 from prompt_sentinel.models.base import ModelDescriptor
 from prompt_sentinel.models.loading import load_model
-from prompt_sentinel.models.transformer import (
-    THREADS_ENV,
-    TransformerSentinelModel,
-    cpu_limit,
-    length_buckets,
-    torch_threads,
-)
+from prompt_sentinel.models.transformer import TransformerSentinelModel, length_buckets
 from prompt_sentinel.training.transformer.checkpoints import resolve_checkpoint
 
 LABELS = LabelConfig()
@@ -110,26 +104,6 @@ def test_pickled_weights_are_refused_and_tampering_is_detected(tmp_path: Path, a
     assert "pytorch_model.bin" in json.loads((copy / "checksums.json").read_text())
     with pytest.raises(ModelFormatError, match="safetensors"):
         load_model(copy)
-
-
-def test_cpu_limit_reads_the_cgroup_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    available = len(os.sched_getaffinity(0))
-    cpu_max = tmp_path / "cpu.max"
-    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs → 2 threads (never more than the CPUs we can run on)
-    assert cpu_limit(cpu_max) == min(2, available)
-    cpu_max.write_text("50000 100000\n")
-    assert cpu_limit(cpu_max) == 1
-    cpu_max.write_text("max 100000\n")
-    assert cpu_limit(cpu_max) == available
-    assert cpu_limit(tmp_path / "absent") == available
-
-    monkeypatch.setenv(THREADS_ENV, "3")
-    assert torch_threads(cpu_max) == 3
-    monkeypatch.setenv(THREADS_ENV, "zero")
-    with pytest.raises(ModelFormatError, match=THREADS_ENV):
-        torch_threads(cpu_max)
 
 
 def test_length_buckets_cover_every_index_once() -> None:

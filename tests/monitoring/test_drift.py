@@ -127,15 +127,22 @@ def test_a_reference_for_other_labels_is_refused(trained) -> None:
 
 @pytest.mark.slow
 def test_a_fine_tuned_transformer_carries_held_out_scores_in_its_reference(tmp_path: Path) -> None:
-    """The transformer trainer keeps no validation probabilities; the written model predicts the validation split."""
+    """The transformer trainer keeps no validation probabilities; the written model predicts the validation split
+    as it will be served: on the backend ``inference`` picks for the artifact (its ONNX export when that passed
+    the parity gate), so live scores are compared with scores of the same runtime."""
     tiny = ["transformer.max_steps=2", "transformer.max_length=32", "transformer.batch_size=8",
             "transformer.eval_batch_size=32", *NO_EMBEDDINGS]  # fmt: skip
+    from prompt_sentinel.models.loading import load_model
     from prompt_sentinel.stages import train
+    from prompt_sentinel.text import normalize_text
     from tests.monitoring.helpers import FAST_TRAINING, demo_split
 
     cfg = load_config(None, [*FAST_TRAINING, *tiny])
     training, held_out = demo_split(cfg)
     train.run("transformer", training, held_out, cfg, tmp_path / "transformer", progress=False)
     profile = read_reference(tmp_path / "transformer").profile
-    assert profile["held_out"] == {"source": "validation", "rows": len(held_out)}
-    assert all(len(profile["scores"][name]) == len(held_out) for name in cfg.labels.names)
+    served = load_model(tmp_path / "transformer", inference=cfg.inference)
+    assert profile["held_out"] == {"source": "validation", "rows": len(held_out), "backend": served.inference_backend}
+    proba = served.predict_proba([normalize_text(t) for t in held_out["text"]])
+    for i, name in enumerate(cfg.labels.names):
+        assert np.allclose(profile["scores"][name], np.sort(proba[:, i]), atol=1e-5), name

@@ -63,7 +63,8 @@ def test_served_traffic_is_logged_and_a_language_shift_asks_for_retraining(tmp_p
         'sentinel_predictions_total{decision="allow",label="benign",model="watched",model_version="unknown"}',
         'sentinel_prediction_score_bucket{label="malicious",le="0.5",model="watched",model_version="unknown"}',
         'sentinel_request_latency_seconds_count{model="watched",model_version="unknown",protocol="v2"}',
-        'sentinel_model_info{family="sklearn",model="watched",model_type="logreg",model_version="unknown"} 1.0',
+        'sentinel_model_info{family="sklearn",inference_backend="none",model="watched",model_type="logreg",'
+        'model_version="unknown"} 1.0',
         f'sentinel_prediction_log_records_total{{model="watched",outcome="written"}} {2.0 * len(normal)}',
     ):
         assert sample in metrics, sample

@@ -18,7 +18,7 @@ import torch
 
 from prompt_sentinel import storage
 from prompt_sentinel.checksums import verify_manifest
-from prompt_sentinel.config import SentinelConfig, load_config
+from prompt_sentinel.config import InferenceConfig, SentinelConfig, load_config
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import custom_score, score_from_confusion
 from prompt_sentinel.models.base import read_descriptor
@@ -168,8 +168,9 @@ def test_minilm_fine_tunes_and_reloads_to_identical_predictions(frames, tmp_path
     assert training["samples_per_second"] > 0 and training["device"] == "cpu" and training["precision"] == "fp32"
     assert len(json.loads((out / "alpha_trajectory.json").read_text())) == len(history) + 1
 
-    # the reloaded artifact reproduces the validation predictions of the best checkpoint exactly
-    model = load_model(out)
+    # the reloaded artifact reproduces the validation predictions of the best checkpoint exactly (on torch: the
+    # ONNX exports only promise the parity gate's bounds, checked in tests/inference)
+    model = load_model(out, inference=InferenceConfig(backend="torch"))
     proba = model.predict_proba(val_df["text"].tolist(), batch_size=7)
     cm = np.zeros((3, 3), dtype=int)
     np.add.at(cm, (val_df["label"].to_numpy(), proba.argmax(axis=1)), 1)
@@ -179,7 +180,8 @@ def test_minilm_fine_tunes_and_reloads_to_identical_predictions(frames, tmp_path
     rule_score = custom_score(val_df["label"], model.labels_for(proba), cfg.labels.roles, 3)
     assert rule_score == pytest.approx(result.selection_score) == pytest.approx(best["decision_custom_score"])
     assert best["decision_custom_score"] >= best["custom_score"]
-    np.testing.assert_array_equal(load_model(out).predict_proba(val_df["text"].tolist(), batch_size=7), proba)
+    reloaded = load_model(out, inference=InferenceConfig(backend="torch"))
+    np.testing.assert_array_equal(reloaded.predict_proba(val_df["text"].tolist(), batch_size=7), proba)
 
 
 def test_resume_after_preemption_continues_and_matches_an_uninterrupted_run(

@@ -99,7 +99,15 @@ def register(app: typer.Typer) -> None:
 
         cfg = resolve_config(config, set_)
         ev = evaluate_model(
-            model, data, cfg, blind=blind, out_dir=out, robustness=robustness, efficiency=efficiency, name=name
+            model,
+            data,
+            cfg,
+            blind=blind,
+            out_dir=out,
+            robustness=robustness,
+            efficiency=efficiency,
+            name=name,
+            progress=not as_json,
         )
         if as_json:
             typer.echo(to_json(ev))

@@ -108,4 +108,5 @@ def measure_efficiency(
         "peak_memory_method": PEAK_MEMORY_METHOD,
         "device": str(getattr(model, "device", "cpu")),
         "torch_threads": threads,
+        "inference_backend": model.inference_backend,
     }

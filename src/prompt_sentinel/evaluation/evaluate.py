@@ -34,8 +34,11 @@ from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import DataError
 from prompt_sentinel.evaluation.charts import model_charts
 from prompt_sentinel.evaluation.efficiency import measure_efficiency
+from prompt_sentinel.evaluation.memo import PredictionMemo
 from prompt_sentinel.evaluation.metrics_suite import compute_metrics
-from prompt_sentinel.evaluation.robustness import evaluate_robustness, false_alarm_probe
+from prompt_sentinel.evaluation.robustness import evaluate_robustness, false_alarm_probe, robustness_inputs
+from prompt_sentinel.features import featurization_session
+from prompt_sentinel.inference import embedding_cache_dir
 from prompt_sentinel.jsonio import to_json
 from prompt_sentinel.metrics import confusion_matrix
 from prompt_sentinel.models.base import SentinelModel, read_descriptor
@@ -305,6 +308,7 @@ def evaluate_loaded_model(
     source: str | None = None,
     data_uri: str | None = None,
     blind_uri: str | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """:func:`evaluate_model` on an already loaded model; returns (evaluation, per-sample predictions).
 
@@ -314,17 +318,24 @@ def evaluate_loaded_model(
     labels = model.descriptor.labels
     mcfg = _config_for_labels(cfg, labels)
     frame = load_evaluation_frame(data, mcfg, "evaluation data")
+    bframe = load_evaluation_frame(blind, mcfg, "blind data") if blind is not None else None
     data_uri = data_uri or (None if isinstance(data, pd.DataFrame) else str(data))
-    proba = model.predict_proba(frame["text"].tolist())
-    pred = model.labels_for(proba)
     y = frame["label"].to_numpy()
+    # every distinct text (test, blind, robustness variants, probe) is predicted once, longest first, in batches
+    memo = PredictionMemo(model)
+    wanted = frame["text"].tolist() + (bframe["text"].tolist() if bframe is not None else [])
+    if robustness:
+        wanted += robustness_inputs(frame["text"].tolist(), y, labels, cfg.seed, cfg.evaluation.robustness_max_samples)
+    with featurization_session(cache=False, disk_cache=embedding_cache_dir(cfg.inference)):
+        memo.prefetch(wanted, progress=progress, desc=f"predicting ({model.inference_backend or 'sklearn'})")
+    proba = memo.predict_proba(frame["text"].tolist())
+    pred = model.labels_for(proba)
     metrics = compute_metrics(y, proba, labels, cfg.evaluation, cfg.seed, y_pred=pred)
 
     external = None
     external_slices: list[dict[str, Any]] = []
-    if blind is not None:
-        bframe = load_evaluation_frame(blind, mcfg, "blind data")
-        bproba = model.predict_proba(bframe["text"].tolist())
+    if bframe is not None:
+        bproba = memo.predict_proba(bframe["text"].tolist())
         bpred = model.labels_for(bproba)
         external = compute_metrics(bframe["label"].to_numpy(), bproba, labels, cfg.evaluation, cfg.seed, y_pred=bpred)
         external_slices = source_slices(bframe, bpred, labels)
@@ -337,9 +348,14 @@ def evaluate_loaded_model(
     rob = None
     if robustness:
         rob = evaluate_robustness(
-            model, frame["text"].tolist(), y, labels, cfg.seed, cfg.evaluation.robustness_max_samples
+            memo,  # type: ignore[arg-type]  # a SentinelModel view
+            frame["text"].tolist(),
+            y,
+            labels,
+            cfg.seed,
+            cfg.evaluation.robustness_max_samples,
         )
-        rob["false_alarm_probe"] = false_alarm_probe(model, labels)
+        rob["false_alarm_probe"] = false_alarm_probe(memo, labels)  # type: ignore[arg-type]
     eff = None
     if efficiency:
         eff = measure_efficiency(model, frame["text"].tolist()[:EFFICIENCY_TEXTS], cfg.evaluation.latency_repeats)
@@ -352,6 +368,8 @@ def evaluate_loaded_model(
         "model_dir": source or str(model.path),
         "family": model.family,
         "model_type": model.descriptor.model_type,
+        "inference_backend": model.inference_backend,
+        "predicted_texts": {"distinct": memo.predicted, "requested": memo.requested},
         "labels": labels.names,
         "roles": labels.roles.as_dict(),
         "decision": model.descriptor.decision.model_dump(),
@@ -416,6 +434,7 @@ def evaluate_model(
     robustness: bool = True,
     efficiency: bool = True,
     name: str | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model (local dir, gs:// URI or registry ref) on ``data`` and optionally a blind set.
 
@@ -431,7 +450,7 @@ def evaluate_model(
         mcfg = _config_for_labels(cfg, read_descriptor(local).labels)
         frame = load_evaluation_frame(data, mcfg, "evaluation data")
         bframe = load_evaluation_frame(blind, mcfg, "blind data") if blind is not None else None
-        model = load_model(local)
+        model = load_model(local, inference=cfg.inference)
         evaluation, predictions = evaluate_loaded_model(
             model,
             frame,
@@ -443,6 +462,7 @@ def evaluate_model(
             source=str(model_dir_or_ref),
             data_uri=None if isinstance(data, pd.DataFrame) else str(data),
             blind_uri=None if blind is None or isinstance(blind, pd.DataFrame) else str(blind),
+            progress=progress,
         )
     if out_dir is not None:
         write_evaluation(evaluation, predictions, out_dir)

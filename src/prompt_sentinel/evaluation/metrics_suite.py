@@ -10,8 +10,9 @@ Conventions:
   ``null``), a warning is logged, and macro averages run over the classes that are present. Security
   metrics whose role class is absent (or not configured) are ``None`` too, and the custom score drops that
   term (``score_from_confusion`` renormalizes the remaining weights).
-* Bootstrap confidence intervals resample row indices once for all metrics and rebuild every resample's
-  confusion matrix with one ``np.bincount`` — 500 resamples of 10k rows take a few tens of milliseconds.
+* Bootstrap confidence intervals resample row indices once for all metrics, rebuild every resample's
+  confusion matrix with one ``np.bincount`` and compute every metric for all resamples as array operations
+  (:func:`security_metrics_batch`) — 500 resamples of 10k rows take a few tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -227,14 +228,67 @@ def _one_vs_rest_auc(y_true: np.ndarray, proba: np.ndarray, k: int) -> tuple[flo
     return float(roc_auc_score(positive, proba[:, k])), float(average_precision_score(positive, proba[:, k]))
 
 
+def security_metrics_batch(cms: np.ndarray, roles: LabelRoles) -> dict[str, np.ndarray]:
+    """:func:`security_metrics` for a stack of confusion matrices (B, K, K) at once; NaN where it gives None.
+
+    Same definitions as :func:`prompt_sentinel.metrics.score_from_confusion` under :func:`effective_roles`
+    (a role whose class has no rows in a resample is n/a there, and the custom score renormalizes its weights).
+    """
+    from prompt_sentinel.metrics import (
+        CRITICAL_PENALTY,
+        WEIGHT_F1_BENIGN,
+        WEIGHT_PRECISION_SUSPICIOUS,
+        WEIGHT_RECALL_MALICIOUS,
+    )
+
+    cms = np.asarray(cms, dtype=float)
+    n = cms.shape[0]
+    rows = cms.sum(axis=2)  # (B, K) support per true class
+    cols = cms.sum(axis=1)  # (B, K) predictions per class
+    diag = np.diagonal(cms, axis1=1, axis2=2)
+
+    def div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den != 0)
+
+    precision, recall = div(diag, cols), div(diag, rows)
+    f1 = div(2 * precision * recall, precision + recall)
+    nan = np.full(n, np.nan)
+
+    def present(idx: int | None) -> np.ndarray:
+        return rows[:, idx] > 0 if idx is not None else np.zeros(n, dtype=bool)
+
+    b, s, m = roles.benign, roles.suspicious, roles.malicious
+    has_b, has_s, has_m = present(b), present(s), present(m)
+    recall_c2 = np.where(has_m, recall[:, m], np.nan) if m is not None else nan
+    precision_c1 = np.where(has_s, precision[:, s], np.nan) if s is not None else nan
+    f1_c0 = np.where(has_b, f1[:, b], np.nan) if b is not None else nan
+    both = has_b & has_m
+    if b is not None and m is not None:
+        false_alarm = np.where(both, div(cms[:, b, m], rows[:, b]), np.nan)
+        missed = np.where(both, div(cms[:, m, b], rows[:, m]), np.nan)
+    else:
+        false_alarm = missed = nan
+    terms = [
+        (WEIGHT_RECALL_MALICIOUS, recall_c2),
+        (WEIGHT_PRECISION_SUSPICIOUS, precision_c1),
+        (WEIGHT_F1_BENIGN, f1_c0),
+    ]
+    weight_sum = sum(np.where(np.isnan(v), 0.0, w) for w, v in terms)
+    weighted = sum(np.where(np.isnan(v), 0.0, w * v) for w, v in terms)
+    base = np.where(weight_sum > 0, weighted / np.where(weight_sum > 0, weight_sum, 1.0), f1.mean(axis=1))
+    critical = np.nan_to_num(false_alarm) + np.nan_to_num(missed)
+    return {
+        "custom_score": base * np.exp(-CRITICAL_PENALTY * critical),
+        "recall_c2": recall_c2,
+        "precision_c1": precision_c1,
+        "f1_c0": f1_c0,
+        "false_alarm_rate": false_alarm,
+        "missed_threat_rate": missed,
+    }
+
+
 def _bootstrap_values(cms: np.ndarray, roles: LabelRoles) -> dict[str, np.ndarray]:
-    values: dict[str, list[float]] = {m: [] for m in CI_METRICS if m not in ("f1_macro", "accuracy")}
-    for cm in cms:
-        sec = security_metrics(cm, roles)
-        for name in values:
-            v = sec[name]
-            values[name].append(np.nan if v is None else float(v))
-    out = {name: np.asarray(v, dtype=float) for name, v in values.items()}
+    out = security_metrics_batch(cms, roles)
     out["f1_macro"] = macro_f1_batch(cms)
     totals = cms.sum(axis=(1, 2))
     out["accuracy"] = np.diagonal(cms, axis1=1, axis2=2).sum(axis=1) / np.maximum(totals, 1)

@@ -249,6 +249,31 @@ def _rates(pred: np.ndarray, y: np.ndarray, benign: int, malicious: int | None) 
     }
 
 
+def _attack_rows(y: np.ndarray, labels: LabelConfig, seed: int, max_samples: int) -> tuple[list[int], np.ndarray]:
+    """The attack classes and the (seeded sample of) evaluation rows of those classes that get transformed."""
+    roles = labels.roles
+    attack_classes = [i for i in (roles.suspicious, roles.malicious) if i is not None] or [
+        i for i in range(labels.num_classes) if i != roles.benign
+    ]
+    return attack_classes, _sample(np.flatnonzero(np.isin(y, attack_classes)), max_samples, seed)
+
+
+def robustness_inputs(
+    texts: Sequence[str], y_true: Sequence[int] | np.ndarray, labels: LabelConfig, seed: int, max_samples: int
+) -> list[str]:
+    """Every text :func:`evaluate_robustness` will ask the model about (originals, each transform, the probe),
+    so a caller can predict them all in one batched pass first."""
+    if labels.roles.benign is None:
+        return []
+    _, idx = _attack_rows(np.asarray(y_true, dtype=np.int64), labels, seed, max_samples)
+    originals = [texts[i] for i in idx]
+    return [
+        *originals,
+        *(transform_text(t, name, seed) for name in TRANSFORMS for t in originals),
+        *HARD_BENIGN_PROMPTS,
+    ]
+
+
 def evaluate_robustness(
     model: SentinelModel,
     texts: Sequence[str],
@@ -268,10 +293,7 @@ def evaluate_robustness(
     if roles.benign is None:
         return {"applicable": False, "reason": "no benign role configured: detection is undefined"}
     y = np.asarray(y_true, dtype=np.int64)
-    attack_classes = [i for i in (roles.suspicious, roles.malicious) if i is not None] or [
-        i for i in range(labels.num_classes) if i != roles.benign
-    ]
-    idx = _sample(np.flatnonzero(np.isin(y, attack_classes)), max_samples, seed)
+    attack_classes, idx = _attack_rows(y, labels, seed, max_samples)
     if len(idx) == 0:
         return {"applicable": False, "reason": "no suspicious or malicious prompts in the evaluation set"}
     originals = [texts[i] for i in idx]

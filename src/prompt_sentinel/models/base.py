@@ -70,6 +70,9 @@ def read_descriptor(directory: str | Path) -> ModelDescriptor:
 class SentinelModel(ABC):
     """A loaded, verified model. Subclasses implement :meth:`_predict_proba` on normalized texts."""
 
+    # the backend the model runs on (prompt_sentinel.inference); None when nothing neural runs (TF-IDF models)
+    inference_backend: str | None = None
+
     def __init__(self, path: Path, descriptor: ModelDescriptor) -> None:
         self.path = path
         self.descriptor = descriptor

@@ -8,7 +8,6 @@ e.g. a crafted artifact naming ``os.system`` — is refused with a clear error, 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,11 @@ import numpy as np
 import sklearn
 
 from prompt_sentinel.checksums import write_manifest
+from prompt_sentinel.config import InferenceConfig
 from prompt_sentinel.errors import ModelFormatError
 from prompt_sentinel.jsonio import to_json_lenient
 from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
+from prompt_sentinel.models.sklearn_backend import apply_backend, probabilities_by_class_id
 from prompt_sentinel.run_layout import SKOPS_MODEL
 
 TRUSTED_MODULE_PREFIXES = (
@@ -126,22 +127,12 @@ class SklearnSentinelModel(SentinelModel):
         return probabilities_by_class_id(proba, classes, len(self.labels))
 
 
-def probabilities_by_class_id(proba: np.ndarray, classes: Sequence[int], n_classes: int) -> np.ndarray:
-    """``predict_proba`` output with one column per class id 0..K-1.
-
-    An estimator fitted on a subset of the classes reports fewer columns, in the order of its ``classes_``.
-    """
-    classes = np.asarray(classes, dtype=np.int64)
-    if len(classes) == n_classes and (classes == np.arange(n_classes)).all():
-        return proba
-    full = np.zeros((proba.shape[0], n_classes), dtype=proba.dtype)
-    full[:, classes] = proba
-    return full
-
-
-def load_sklearn_model(path: str | Path, descriptor: ModelDescriptor) -> SklearnSentinelModel:
+def load_sklearn_model(
+    path: str | Path, descriptor: ModelDescriptor, inference: InferenceConfig | None = None
+) -> SklearnSentinelModel:
     started = time.perf_counter()
     estimator = load_skops_estimator(Path(path) / SKOPS_MODEL)
     model = SklearnSentinelModel(Path(path), descriptor, estimator)
+    model.inference_backend = apply_backend(model, inference)
     model.load_seconds = time.perf_counter() - started
     return model

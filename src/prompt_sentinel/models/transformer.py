@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prompt_sentinel.config import InferenceConfig
 from prompt_sentinel.errors import ModelFormatError
+from prompt_sentinel.inference.backends import Backend, inference_threads, torch_threads
+from prompt_sentinel.inference.classifier import FILES as ONNX_FILES
+from prompt_sentinel.inference.classifier import OnnxClassifier, transformer_backend
 from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
 
 log = logging.getLogger(__name__)
 
-THREADS_ENV = "SENTINEL_TORCH_THREADS"
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 # tokenizers report this huge sentinel when they have no real limit
 _NO_LIMIT = 1_000_000
 
@@ -47,39 +47,6 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def cpu_limit(cgroup_file: Path = CGROUP_CPU_MAX) -> int:
-    """CPUs this process may use: the cgroup v2 quota when set, else the affinity mask / ``os.cpu_count()``."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    try:
-        quota, period = cgroup_file.read_text().split()[:2]
-        if quota != "max":
-            return max(1, min(available, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, available)
-
-
-def torch_threads(cgroup_file: Path = CGROUP_CPU_MAX) -> int:
-    """Intra-op threads for inference: ``SENTINEL_TORCH_THREADS``, else ``OMP_NUM_THREADS``, else the CPU limit."""
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if not raw and omp.isdigit() and int(omp) > 0:
-        # an operator who pinned OpenMP threads (e.g. to the pod's CPU limit) wants torch to follow it
-        return int(omp)
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ModelFormatError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
-        if value < 1:
-            raise ModelFormatError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
-        return value
-    return cpu_limit(cgroup_file)
 
 
 def effective_max_length(tokenizer, config, requested: int | None) -> int:
@@ -108,6 +75,7 @@ class TransformerSentinelModel(SentinelModel):
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = effective_max_length(tokenizer, model.config, descriptor.max_length)
+        self.inference_backend = "torch"
 
     def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
         batch_size = max(int(batch_size), 1)
@@ -124,8 +92,10 @@ class TransformerSentinelModel(SentinelModel):
         return out
 
 
-def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> TransformerSentinelModel:
-    """Load a verified local transformer artifact directory."""
+def load_transformer_model(
+    path: str | Path, descriptor: ModelDescriptor, inference: InferenceConfig | None = None
+) -> SentinelModel:
+    """Load a verified local transformer artifact directory on the backend ``inference`` selects."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     started = time.perf_counter()
@@ -144,7 +114,10 @@ def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> Tra
             f"{path}: the model has {config.num_labels} output labels but {descriptor.labels.names} "
             f"({expected}) are declared in the descriptor"
         )
-    torch.set_num_threads(torch_threads())
+    backend = transformer_backend(path, descriptor.params, inference)
+    if backend != "torch":
+        return load_onnx_transformer(path, descriptor, backend, inference)
+    torch.set_num_threads(inference_threads(inference.threads) if inference else torch_threads())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         with quiet_transformers():
@@ -164,3 +137,47 @@ def load_transformer_model(path: str | Path, descriptor: ModelDescriptor) -> Tra
         loaded.load_seconds,
     )
     return loaded
+
+
+class OnnxTransformerSentinelModel(SentinelModel):
+    """A fine-tuned transformer artifact served from its exported ONNX file."""
+
+    def __init__(self, path: Path, descriptor: ModelDescriptor, runner: OnnxClassifier, backend: Backend) -> None:
+        super().__init__(path, descriptor)
+        self.runner = runner
+        self.inference_backend = backend
+        self.device = "cpu"
+        self.max_length = runner.tokenizer.max_length
+
+    def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.runner.predict_proba(texts, batch_size=max(int(batch_size), 1))
+
+
+def load_onnx_transformer(
+    path: Path, descriptor: ModelDescriptor, backend: Backend, cfg: InferenceConfig | None
+) -> OnnxTransformerSentinelModel:
+    """Open ``path``'s ONNX export for ``backend`` (the caller verified checksums) behind the common interface."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    started = time.perf_counter()
+    file = path / ONNX_FILES[backend]
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelFormatError(f"{path}: cannot load the tokenizer ({exc})") from exc
+    config = AutoConfig.from_pretrained(path)
+    max_length = effective_max_length(tokenizer, config, descriptor.max_length)
+    threads = inference_threads(cfg.threads if cfg else None)
+    runner = OnnxClassifier(file, tokenizer, max_length, len(descriptor.labels.names), threads, backend)
+    model = OnnxTransformerSentinelModel(path, descriptor, runner, backend)
+    model.load_seconds = time.perf_counter() - started
+    log.info(
+        "loaded transformer %s on ONNX Runtime (%s, %d threads, max_length %d) in %.1fs",
+        path,
+        backend,
+        threads,
+        max_length,
+        model.load_seconds,
+    )
+    return model

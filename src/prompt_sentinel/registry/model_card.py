@@ -250,6 +250,7 @@ def render_model_card(metadata: Mapping[str, Any], limitations: Iterable[str] = 
 
     params = dict(metadata.get("params") or {})
     members = params.pop("members", None)
+    lines += _inference_section(params.pop("inference", None))
     if isinstance(members, list) and members:
         lines += ["", "## Ensemble members", ""]
         lines += [
@@ -276,3 +277,25 @@ def render_model_card(metadata: Mapping[str, Any], limitations: Iterable[str] = 
     lines += ["", "## Limitations", ""]
     lines += [f"- {item}" for item in limitations]
     return "\n".join(lines) + "\n"
+
+
+def _inference_section(record: Any) -> list[str]:
+    """The parity gate's outcome per inference backend (``params.inference`` of the descriptor)."""
+    if not isinstance(record, Mapping):
+        return []
+    from prompt_sentinel.inference.parity import InferenceRecord, describe
+
+    try:
+        parsed = InferenceRecord.model_validate(record)
+    except ValueError:
+        return []
+    thresholds = ", ".join(f"{k} {v}" for k, v in parsed.thresholds.items())
+    lines = [
+        "",
+        "## Inference backends",
+        "",
+        f"Each export was compared with torch on the {parsed.parity_set} ({thresholds}); `inference.backend: auto` "
+        f"runs **{parsed.auto}**, the fastest that passed.",
+        "",
+    ]
+    return lines + _table([(f"`{name}`", summary) for name, summary in describe(parsed)], ("backend", "parity"))

@@ -21,7 +21,7 @@ import pandas as pd
 
 from prompt_sentinel import storage
 from prompt_sentinel.config import SentinelConfig
-from prompt_sentinel.errors import DataError
+from prompt_sentinel.errors import DataError, StorageError
 from prompt_sentinel.evaluation.evaluate import evaluate_model
 from prompt_sentinel.evaluation.report import render_report, write_results_csv
 from prompt_sentinel.evaluation.selection import (
@@ -88,11 +88,15 @@ def _candidates(evaluations: str | Path | Sequence[str]) -> list[dict[str, Any]]
 
 
 def _model_uri(evaluation: dict[str, Any]) -> str:
-    """Where the evaluated model is: ``source.json`` of an evaluate step, else what the evaluation recorded."""
+    """Where the evaluated model is: ``source.json`` of an evaluate step, else what the evaluation recorded.
+
+    ``sentinel evaluate`` run by hand writes no ``source.json`` (its caller knows the model), so a missing or
+    unreadable one falls back to the ``source`` field of ``evaluation.json``.
+    """
     try:
         source = json.loads(storage.read_text(storage.join(evaluation["evaluation_dir"], EVALUATED_SOURCE)))
         return str(source["model_uri"])
-    except (DataError, json.JSONDecodeError, KeyError, TypeError, OSError):
+    except (DataError, StorageError, json.JSONDecodeError, KeyError, TypeError, OSError):
         return str(evaluation.get("source") or "")
 
 

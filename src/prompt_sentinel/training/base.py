@@ -37,6 +37,7 @@ from prompt_sentinel.checksums import write_manifest
 from prompt_sentinel.config import (
     DecisionConfig,
     DecisionTuningConfig,
+    InferenceConfig,
     LabelConfig,
     MlflowConfig,
     MonitoringConfig,
@@ -63,6 +64,7 @@ class HeldOut:
     labels: np.ndarray
     proba: np.ndarray
     source: str  # "validation", "3-fold out-of-fold", ...
+    backend: str | None = None  # the inference backend that scored the rows when the written model did
 
 
 @dataclass
@@ -71,7 +73,9 @@ class Fitted:
 
     params: dict[str, Any]  # recorded in the descriptor: chosen hyperparameters, members and weights, ...
     selection_score: float  # the score the trainer chose this model by (CV / best validation custom score)
-    write_files: Callable[[Path], None]  # writes the family's own files into a (staging) model directory
+    # writes the family's own files into a (staging) model directory; may add to the descriptor's params (e.g. the
+    # ONNX parity record, which depends on the decision rule the sequence settled on)
+    write_files: Callable[[Path, ModelDescriptor], None]
     held_out: HeldOut | None = None  # for the shared cost tuning and the validation metrics
     # Costs the trainer tuned itself; when set they win over tuning on ``held_out`` (which is then only used
     # for the validation metrics). ``fallback_tuning`` is used when there is no held-out data.
@@ -161,10 +165,15 @@ class TrainingContext:
     mlflow: MlflowConfig
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)  # the drift reference's settings
     seed: int = 42
+    # the backend the model will be served on: the reference's held-out scores come from it (predicted_held_out)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     @classmethod
     def from_config(cls, cfg: SentinelConfig) -> TrainingContext:
-        return cls(cfg.labels, cfg.serving.decision, cfg.training.decision_tuning, cfg.mlflow, cfg.monitoring, cfg.seed)
+        return cls(
+            cfg.labels, cfg.serving.decision, cfg.training.decision_tuning, cfg.mlflow, cfg.monitoring, cfg.seed,
+            cfg.inference,
+        )  # fmt: skip
 
 
 def labelled_texts(df: Any, what: str, labels: LabelConfig) -> tuple[list[str], np.ndarray]:
@@ -202,13 +211,17 @@ def choose_tuning(fitted: Fitted, ctx: TrainingContext) -> CostTuning | None:
     return fitted.fallback_tuning
 
 
-def predicted_held_out(directory: Path, validation: pd.DataFrame, labels: LabelConfig) -> HeldOut:
+def predicted_held_out(
+    directory: Path, validation: pd.DataFrame, labels: LabelConfig, inference: InferenceConfig
+) -> HeldOut:
     """Validation probabilities of the model just written to ``directory``, for trainers that keep none (the
-    transformer keeps only its best checkpoint's metrics): the reference's scores come from the served model."""
+    transformer keeps only its best checkpoint's metrics): the reference's scores come from the model as it will
+    be served, on the backend ``inference`` picks for it (the ONNX export when it passed the parity gate)."""
     from prompt_sentinel.models.loading import load_model
 
     texts, y = labelled_texts(validation, "validation", labels)
-    return HeldOut(y, load_model(directory, verify=False).predict_proba(texts), "validation")
+    model = load_model(directory, verify=False, inference=inference)
+    return HeldOut(y, model.predict_proba(texts), "validation", model.inference_backend)
 
 
 def monitoring_reference(
@@ -234,7 +247,7 @@ def monitoring_reference(
     elif validation is not None and source is not validation:
         held_texts = [normalize_text(t) for t in validation["text"]]
     try:
-        return build_reference(
+        reference = build_reference(
             texts, source["label"].to_numpy(), ctx.labels, ctx.monitoring, held_texts=held_texts, held_proba=proba,
             held_predicted=predicted, held_source=held.source if held else "none", seed=ctx.seed,
         )  # fmt: skip
@@ -248,7 +261,9 @@ def monitoring_reference(
             held_predicted=predicted, held_source=held.source if held else "none", seed=ctx.seed,
         )  # fmt: skip
         reference.profile["embedding_error"] = f"{type(exc).__name__}: {exc}"
-        return reference
+    if held is not None and held.backend and reference.profile.get("held_out"):
+        reference.profile["held_out"]["backend"] = held.backend
+    return reference
 
 
 def _write_reports(directory: Path, reports: Mapping[str, Any]) -> None:
@@ -331,12 +346,12 @@ def train_model(
         )
 
         def fill(directory: Path) -> None:
-            fitted.write_files(directory)
+            fitted.write_files(directory, descriptor)
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
             descriptor.write(directory)
             held = fitted.held_out
             if (held is None or not len(held.labels)) and validation is not None and len(validation):
-                held = predicted_held_out(directory, validation, ctx.labels)
+                held = predicted_held_out(directory, validation, ctx.labels, ctx.inference)
             write_reference(monitoring_reference(train, validation, held, decision, ctx), directory)
             write_manifest(directory)  # last: covers every file above
 

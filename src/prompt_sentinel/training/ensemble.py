@@ -34,7 +34,7 @@ from prompt_sentinel.data.loading import check_labelled_frame
 from prompt_sentinel.decision import CostTuning, tune_costs
 from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.metrics import security_score
-from prompt_sentinel.models.base import SentinelModel
+from prompt_sentinel.models.base import ModelDescriptor, SentinelModel
 from prompt_sentinel.models.ensemble import ENSEMBLE_FAMILY, blend
 from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.run_layout import ENSEMBLE_MEMBERS_DIR, ENSEMBLE_REPORT
@@ -254,7 +254,7 @@ class EnsembleTrainer:
             "trials": [{**asdict(t), "members": [candidate_names[i] for i in t.members]} for t in trials],
         }
 
-        def write_files(directory: Path) -> None:
+        def write_files(directory: Path, descriptor: ModelDescriptor) -> None:
             for name, model in zip(member_names, models, strict=True):
                 shutil.copytree(model.path, directory / ENSEMBLE_MEMBERS_DIR / name)
 

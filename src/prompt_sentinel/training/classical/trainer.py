@@ -37,6 +37,7 @@ from sklearn.pipeline import Pipeline
 from prompt_sentinel.config import (
     BalanceConfig,
     FeaturizerConfig,
+    InferenceConfig,
     LabelConfig,
     SentinelConfig,
     SplitConfig,
@@ -46,7 +47,9 @@ from prompt_sentinel.data.split import row_groups
 from prompt_sentinel.decision import CostTuning, tune_costs
 from prompt_sentinel.errors import ConfigError, TrainingError
 from prompt_sentinel.features import build_featurizer, featurization_session, is_sparse_kind
+from prompt_sentinel.inference import embedding_cache_dir
 from prompt_sentinel.metrics import custom_score, macro_f1
+from prompt_sentinel.models.base import ModelDescriptor
 from prompt_sentinel.models.sklearn import probabilities_by_class_id, save_sklearn_estimator
 from prompt_sentinel.run_layout import CV_RESULTS, PARAMS
 from prompt_sentinel.training.balance import (
@@ -57,6 +60,7 @@ from prompt_sentinel.training.balance import (
 )
 from prompt_sentinel.training.base import Fitted, HeldOut, TrainingContext, TrainResult, labelled_texts, train_model
 from prompt_sentinel.training.classical.estimators import BuildContext, ModelSpec, model_spec
+from prompt_sentinel.training.classical.onnx_parity import onnx_parity_params
 from prompt_sentinel.training.classical.search_space import candidates, search_space
 
 log = logging.getLogger(__name__)
@@ -74,10 +78,11 @@ class ClassicalSettings:
     training: TrainingConfig  # search, param_grids, decision_tuning
     split: SplitConfig  # near-duplicate grouping of the CV folds
     seed: int
+    inference: InferenceConfig = field(default_factory=InferenceConfig)  # embedding cache, ONNX parity record
 
     @classmethod
     def from_config(cls, cfg: SentinelConfig) -> ClassicalSettings:
-        return cls(cfg.labels, cfg.featurizer, cfg.balance, cfg.training, cfg.split, cfg.seed)
+        return cls(cfg.labels, cfg.featurizer, cfg.balance, cfg.training, cfg.split, cfg.seed, cfg.inference)
 
 
 # --- input checks -------------------------------------------------------------------------------------------
@@ -397,7 +402,9 @@ class ClassicalTrainer:
         def make_featurizer() -> Any:
             return build_featurizer(p.featurizer, seed=s.seed, dense=p.dense)
 
-        with featurization_session(cache=not is_sparse_kind(kind), progress=progress):
+        with featurization_session(
+            cache=not is_sparse_kind(kind), progress=progress, disk_cache=embedding_cache_dir(s.inference)
+        ):
             log.info(
                 "training %s on %d rows (%s features, %d candidates)",
                 self.model_type,
@@ -470,9 +477,15 @@ class ClassicalTrainer:
             },
         }
 
-        def write_files(directory: Path) -> None:
+        def write_files(directory: Path, descriptor: ModelDescriptor) -> None:
             search.table.to_csv(directory / CV_RESULTS, index=False)
             save_sklearn_estimator(pipeline, directory)
+            # how the pipeline's sentence encoder may run (ONNX / int8) without changing answers under the served rule
+            descriptor.params.update(
+                onnx_parity_params(
+                    pipeline, p.texts, p.val_texts, val_proba, descriptor.decision, s.labels, s.inference, s.seed
+                )
+            )
 
         return Fitted(
             params=best_params,

@@ -32,7 +32,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +43,25 @@ from sklearn.metrics import confusion_matrix
 
 from prompt_sentinel.config import (
     DecisionTuningConfig,
+    InferenceConfig,
     LabelConfig,
     SentinelConfig,
     TransformerConfig,
 )
 from prompt_sentinel.decision import CostTuning, tune_costs
 from prompt_sentinel.errors import TrainingError
+from prompt_sentinel.inference.backends import cpu_limit
+from prompt_sentinel.inference.parity import PARAMS_KEY
 from prompt_sentinel.metrics import macro_f1, score_from_confusion
-from prompt_sentinel.models.transformer import cpu_limit, effective_max_length, length_buckets, quiet_transformers
-from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, METRICS_HISTORY, SAFETENSORS_WEIGHTS, TRAINING_ARGS
+from prompt_sentinel.models.base import ModelDescriptor
+from prompt_sentinel.models.transformer import effective_max_length, length_buckets, quiet_transformers
+from prompt_sentinel.run_layout import ALPHA_TRAJECTORY, METRICS_HISTORY, ONNX_DIR, SAFETENSORS_WEIGHTS, TRAINING_ARGS
 from prompt_sentinel.training import tracking
 from prompt_sentinel.training.base import Fitted, TrainingContext, TrainResult, labelled_texts, train_model
 from prompt_sentinel.training.transformer.checkpoints import CheckpointStore, resolve_checkpoint
 from prompt_sentinel.training.transformer.controller import AlphaController
 from prompt_sentinel.training.transformer.losses import build_loss, initial_alpha
+from prompt_sentinel.training.transformer.onnx_export import export_classifier
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ TOKENIZER_FILES = (
     "tokenizer.model",
 )
 # Written into MLflow next to the model: what a runtime needs to load this artifact.
-PIP_REQUIREMENTS = ("prompt-sentinel", "torch", "transformers", "safetensors", "tokenizers", "numpy")
+PIP_REQUIREMENTS = ("prompt-sentinel", "torch", "transformers", "safetensors", "tokenizers", "numpy", "onnxruntime")
 STATE_VERSION = 1
 
 
@@ -323,6 +328,7 @@ class _Plan:
     n_epochs: int
     warmup_steps: int
     fingerprint: str
+    val_texts: list[str] = field(default_factory=list)  # normalized; the ONNX parity gate runs on them
 
 
 def _plan(
@@ -384,6 +390,7 @@ def _plan(
         n_epochs=math.ceil(total_steps / steps_per_epoch),
         warmup_steps=round(tcfg.warmup_ratio * total_steps),
         fingerprint=fingerprint,
+        val_texts=val_texts,
     )
 
 
@@ -647,10 +654,11 @@ class TransformerSettings:
     transformer: TransformerConfig
     decision_tuning: DecisionTuningConfig
     seed: int
+    inference: InferenceConfig = field(default_factory=InferenceConfig)  # ONNX export + parity at training time
 
     @classmethod
     def from_config(cls, cfg: SentinelConfig) -> TransformerSettings:
-        return cls(cfg.labels, cfg.transformer, cfg.training.decision_tuning, cfg.seed)
+        return cls(cfg.labels, cfg.transformer, cfg.training.decision_tuning, cfg.seed, cfg.inference)
 
 
 class TransformerTrainer:
@@ -715,7 +723,7 @@ class TransformerTrainer:
             )
         training = _training_report(session, settings)
 
-        def write_files(directory: Path) -> None:
+        def write_files(directory: Path, descriptor: ModelDescriptor) -> None:
             with quiet_transformers():
                 session.model.save_pretrained(directory)  # writes model.safetensors (the default format)
                 plan.tokenizer.save_pretrained(directory)
@@ -723,6 +731,8 @@ class TransformerTrainer:
                 raise TrainingError(
                     f"{out_dir}: save_pretrained did not write {SAFETENSORS_WEIGHTS}; refusing the artifact"
                 )
+            if settings.inference.export_onnx:
+                _export_onnx(directory, session, descriptor, settings.inference)
             _readable_by_all(directory)
 
         details = {
@@ -865,6 +875,28 @@ def _transformers_version() -> str:
     import transformers
 
     return transformers.__version__
+
+
+def _export_onnx(directory: Path, session: _Session, descriptor: ModelDescriptor, inference: InferenceConfig) -> None:
+    """ONNX exports + parity gate on the validation split into ``directory``; a failure only costs the exports."""
+    import shutil
+
+    texts = session.plan.val_texts
+    try:
+        record = export_classifier(
+            directory,
+            session.model,
+            session.plan.tokenizer,
+            descriptor,
+            texts,
+            f"validation split ({len(texts)} rows)",
+            inference,
+        )
+    except Exception as exc:  # the trained model matters more than its export: keep it, say so, serve on torch
+        shutil.rmtree(directory / ONNX_DIR, ignore_errors=True)
+        log.warning("ONNX export failed (%s: %s); the model will run on torch only", type(exc).__name__, exc)
+        return
+    descriptor.params[PARAMS_KEY] = record.model_dump(mode="json", exclude_none=True)
 
 
 def _readable_by_all(directory: Path) -> None:

@@ -1,0 +1,85 @@
+"""Fixtures for the inference tests: real artifacts with ONNX exports, and an isolated ONNX cache.
+
+* ``tiny_transformer_dir`` — a real but tiny BERT (2 layers, hidden 32, the MiniLM tokenizer) fine-tuned for one
+  step by the real trainer, which exports it to ONNX and runs the parity gate (seconds);
+* ``minilm_classifier_dir`` — the bundled all-MiniLM-L6-v2 fine-tuned for 3 steps on the demo data (slow tests);
+* ``onnx_cache`` — a session-wide cache directory for encoder exports and embeddings, so tests never touch
+  ``~/.cache`` and the encoder is exported once per test session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from prompt_sentinel.config import SentinelConfig, load_config
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("inference-cache")
+
+
+@pytest.fixture(scope="session")
+def demo_frames(demo_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """48 training rows (16 per class) and 24 validation rows (8 per class) from the bundled demo set."""
+    df = pd.read_csv(demo_csv)[["text", "label"]]
+    shuffled = df.sample(frac=1.0, random_state=7)
+    nth = shuffled.groupby("label").cumcount()
+    return shuffled[nth < 16].reset_index(drop=True), shuffled[(nth >= 16) & (nth < 24)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT encoder checkpoint (no classifier head) with the bundled tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from prompt_sentinel.hf_checkpoints import resolve_model_dir
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir("bundled:all-MiniLM-L6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        architectures=["BertModel"],
+    )
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def training_cfg(*overrides: str) -> SentinelConfig:
+    return load_config(None, ["mlflow.enabled=false", "transformer.batch_size=8", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer_dir(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, demo_frames) -> Path:
+    from prompt_sentinel.training.transformer.trainer import train_transformer
+
+    train_df, val_df = demo_frames
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny-transformer") / "model"
+    cfg = training_cfg("transformer.max_length=32", "transformer.max_steps=1", "transformer.learning_rate=1e-3")
+    train_transformer(train_df, val_df, cfg, out, str(tiny_base), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_classifier_dir(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path) -> Path:
+    """all-MiniLM-L6-v2 fine-tuned for 3 steps (batch 8) on 300 demo rows, validated on the other 116."""
+    from prompt_sentinel.training.transformer.trainer import train_transformer
+
+    df = pd.read_csv(demo_csv)[["text", "label"]]
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("minilm-classifier") / "model"
+    cfg = training_cfg("transformer.max_steps=3", "transformer.max_length=128", "transformer.learning_rate=1e-4")
+    train_transformer(df.iloc[:300], df.iloc[300:], cfg, out, progress=False)
+    return out
