@@ -42,6 +42,7 @@ format: install
 
 compile: install  ## recompile the pipeline YAML (the committed golden file)
 	$(BIN)/sentinel compile --out pipelines/compiled/training_pipeline.yaml
+	$(BIN)/sentinel compile --pipeline monitoring --out pipelines/compiled/monitoring_pipeline.yaml
 
 default-config: install  ## regenerate configs/default.yaml from the typed config
 	$(BIN)/sentinel config --defaults > configs/default.yaml
@@ -56,6 +57,7 @@ images:  ## build the container images (needs a Docker engine)
 	docker build -f images/pipeline/Dockerfile -t $(IMAGE_REGISTRY)/pipeline:$(TAG) .
 	docker build -f images/trainer-gpu/Dockerfile -t $(IMAGE_REGISTRY)/trainer-gpu:$(TAG) .
 	docker build -f images/serving/Dockerfile -t $(IMAGE_REGISTRY)/serving:$(TAG) .
+	docker build -f images/logger-sink/Dockerfile -t $(IMAGE_REGISTRY)/logger-sink:$(TAG) .
 
 lock:  ## regenerate constraints.txt from the current venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(prompt-sentinel|pip|setuptools|wheel)=' | sed 's/+cpu//' > constraints.txt.new

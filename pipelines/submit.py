@@ -1,4 +1,7 @@
-"""Compile the training pipeline and submit it to Kubeflow Pipelines (``sentinel compile``, ``sentinel submit``).
+"""Compile a pipeline and submit it to Kubeflow Pipelines (``sentinel compile``, ``sentinel submit``).
+
+Two pipelines: ``training`` (:mod:`pipelines.training_pipeline`) and ``monitoring``
+(:mod:`pipelines.monitoring_pipeline`: drift check, and on drift retraining with a canary).
 
 Submit compiles with the given config's pipeline settings, checks ``--param`` names and types against the
 compiled pipeline's inputs, and creates a run (or a recurring run) through ``kfp.Client``. Everything here except
@@ -24,12 +27,24 @@ from pipelines.training_pipeline import build_pipeline
 from prompt_sentinel import storage
 from prompt_sentinel.config import SentinelConfig, check_models
 from prompt_sentinel.errors import ConfigError, PipelineError, SentinelError
-from prompt_sentinel.run_layout import COMPILED_PIPELINE
+from prompt_sentinel.run_layout import COMPILED_MONITORING_PIPELINE, COMPILED_PIPELINE
 
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
+PIPELINES = {"training": COMPILED_PIPELINE, "monitoring": COMPILED_MONITORING_PIPELINE}
 
 
-def compile_pipeline(out: str | Path, cfg: SentinelConfig | None = None) -> Path:
+def pipeline_function(pipeline: str, cfg: SentinelConfig | None) -> Any:
+    """The ``@dsl.pipeline`` of ``pipeline`` (``training`` or ``monitoring``) for ``cfg``."""
+    if pipeline == "training":
+        return build_pipeline(cfg)
+    if pipeline == "monitoring":
+        from pipelines.monitoring_pipeline import build_monitoring_pipeline
+
+        return build_monitoring_pipeline(cfg)
+    raise ConfigError(f"--pipeline {pipeline!r}: expected one of {sorted(PIPELINES)}")
+
+
+def compile_pipeline(out: str | Path, cfg: SentinelConfig | None = None, pipeline: str = "training") -> Path:
     """Compile the pipeline (``cfg.pipeline`` settings) to ``out`` (written atomically); returns the path.
 
     Deterministic: the YAML holds no timestamps or local paths, so recompiling an unchanged pipeline gives the
@@ -42,7 +57,7 @@ def compile_pipeline(out: str | Path, cfg: SentinelConfig | None = None) -> Path
         raise ConfigError(f"--out {out}: must end with .yaml or .yml (the KFP pipeline package format)")
     with tempfile.TemporaryDirectory(prefix="sentinel-compile-") as tmp:
         staged = Path(tmp, "pipeline.yaml")
-        compiler.Compiler().compile(build_pipeline(cfg), str(staged))
+        compiler.Compiler().compile(pipeline_function(pipeline, cfg), str(staged))
         storage.write_text(str(target), staged.read_text())
     return target
 
@@ -121,7 +136,8 @@ def check_submit_params(params: Mapping[str, Any], inputs: Mapping[str, Mapping[
             "pass exactly one of --param data_uri=gs://... (a labelled dataset) and --param recipe_uri=gs://... "
             "(a corpus recipe the run assembles its training data from)"
         )
-    for name in ("data_uri", "recipe_uri", "recipe_root", "blind_uri", "registry_root", "results_uri"):
+    uri_params = ("data_uri", "recipe_uri", "recipe_root", "blind_uri", "registry_root", "results_uri")
+    for name in (*uri_params, "logs_uri", "base_data_uri"):
         value = params.get(name)
         if isinstance(value, str) and value and not storage.is_gcs(value):
             raise ConfigError(
@@ -156,9 +172,11 @@ class SubmitResult:
     params: dict[str, Any]
 
 
-def compiled_pipeline_path() -> Path:
-    """The committed package ``pipelines/compiled/training_pipeline.yaml`` (shipped as package data)."""
-    return Path(pipelines.__file__).resolve().parent / "compiled" / COMPILED_PIPELINE
+def compiled_pipeline_path(pipeline: str = "training") -> Path:
+    """The committed package ``pipelines/compiled/<pipeline>_pipeline.yaml`` (shipped as package data)."""
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"--pipeline {pipeline!r}: expected one of {sorted(PIPELINES)}")
+    return Path(pipelines.__file__).resolve().parent / "compiled" / PIPELINES[pipeline]
 
 
 def submit_pipeline(
@@ -173,6 +191,7 @@ def submit_pipeline(
     token: str | None = None,
     run_name: str | None = None,
     pipeline_root: str | None = None,
+    pipeline: str = "training",
 ) -> SubmitResult:
     """Compile, then create a run — or, with ``cron``, a recurring run — on the KFP API at ``host``.
 
@@ -186,7 +205,7 @@ def submit_pipeline(
     schedule = cron_expression(cron) if cron else None
     token = token or os.environ.get(TOKEN_ENV) or None
     with tempfile.TemporaryDirectory(prefix="sentinel-submit-") as tmp:
-        package = compile_pipeline(Path(tmp, COMPILED_PIPELINE), cfg)
+        package = compile_pipeline(Path(tmp, PIPELINES.get(pipeline, COMPILED_PIPELINE)), cfg, pipeline)
         inputs = pipeline_inputs(package)
         arguments = dict(params) if isinstance(params, Mapping) else parse_params(params, inputs)
         if config_given and "config_json" not in arguments:
@@ -202,7 +221,8 @@ def submit_pipeline(
                 warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
                 client = kfp.Client(host=base, namespace=namespace or "kubeflow", existing_token=token)
             exp = client.create_experiment(name=experiment, namespace=namespace)
-            name = run_name or f"prompt-sentinel-{'schedule' if schedule else 'run'}"
+            kind = "" if pipeline == "training" else f"{pipeline}-"
+            name = run_name or f"prompt-sentinel-{kind}{'schedule' if schedule else 'run'}"
             if schedule:
                 recurring = client.create_recurring_run(
                     experiment_id=exp.experiment_id,

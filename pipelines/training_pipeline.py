@@ -112,6 +112,7 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
         model_name: str = "",
         mlflow_uri: str = "",
         results_uri: str = "",
+        canary_percent: int = 0,
     ):
         """Train, evaluate and (if it wins) register and deploy a prompt-security classifier.
 
@@ -128,6 +129,7 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
             model_name: Registry model name (empty: cfg.registry.model_name).
             mlflow_uri: MLflow tracking URI (empty: cfg.mlflow.tracking_uri).
             results_uri: Where selection/push/deploy/status write human-readable copies (empty: nowhere).
+            canary_percent: > 0: deploy a promoted model as a canary taking this share of the traffic.
         """
         status = record_run_status(results_uri=results_uri)
         _settle(status, "status", "record run status", cache=False)
@@ -241,7 +243,10 @@ def build_pipeline(cfg: SentinelConfig | None = None) -> Callable[..., Any]:
                 _settle(push, "push", "push to registry", cache=False)
                 _mlflow_token(push, pcfg.mlflow_secret)
                 deploy = deploy_model_version(
-                    config_json=config_json, results_uri=results_uri, registered=push.outputs["registered"]
+                    config_json=config_json,
+                    results_uri=results_uri,
+                    registered=push.outputs["registered"],
+                    canary_percent=canary_percent,
                 )
                 _settle(deploy, "deploy", "deploy (GitOps change)", cache=False)
 

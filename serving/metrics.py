@@ -7,12 +7,41 @@ of codes (:data:`REASONS`, or ``http_<status>`` for a status none of them descri
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Sequence
 
+from prometheus_client import Counter, Gauge, Histogram
+
+UNKNOWN_VERSION = "unknown"
 PREDICTIONS = Counter(
     "sentinel_predictions",
-    "Texts classified, by served model, predicted label and decision.",
-    ["model", "label", "decision"],
+    "Texts classified, by served model, model version, predicted label and decision.",
+    ["model", "model_version", "label", "decision"],
+)
+# Class probabilities of every classified text: the dashboard's score distributions (drift at a glance).
+SCORES = Histogram(
+    "sentinel_prediction_score",
+    "Predicted probability of each class for every classified text, by served model, model version and class.",
+    ["model", "model_version", "label"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+LATENCY = Histogram(
+    "sentinel_request_latency_seconds",
+    "Seconds from a request reaching the model (batch queue included) to its answer, by served model, model "
+    "version and protocol.",
+    ["model", "model_version", "protocol"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+MODEL_INFO = Gauge(
+    "sentinel_model_info",
+    "1 for the model this server serves: its name, registry version, family, model type and inference backend "
+    "(torch, onnx, onnx-int8; none when nothing neural runs).",
+    ["model", "model_version", "family", "model_type", "inference_backend"],
+)
+LOG_RECORDS = Counter(
+    "sentinel_prediction_log_records",
+    "Prediction log records, by served model and outcome (written, or dropped when the log buffer was full or a "
+    "write failed).",
+    ["model", "outcome"],
 )
 REJECTED_REQUESTS = Counter(
     "sentinel_rejected_requests",
@@ -78,10 +107,32 @@ def count_response(model: str, protocol: str, status: int, reason: str | None) -
     counter.labels(model=model, protocol=protocol, status=str(status), reason=reason_for(status, reason)).inc()
 
 
-def count_predictions(model: str, labels: list[str], decisions: list[str]) -> None:
+def count_predictions(model: str, labels: list[str], decisions: list[str], version: str = UNKNOWN_VERSION) -> None:
     """Increment the prediction counter once per (label, decision) pair seen in a batch."""
     counts: dict[tuple[str, str], int] = {}
     for pair in zip(labels, decisions, strict=True):
         counts[pair] = counts.get(pair, 0) + 1
     for (label, decision), n in counts.items():
-        PREDICTIONS.labels(model=model, label=label, decision=decision).inc(n)
+        PREDICTIONS.labels(model=model, model_version=version, label=label, decision=decision).inc(n)
+
+
+def observe_scores(model: str, version: str, label_names: Sequence[str], proba: Sequence[Sequence[float]]) -> None:
+    """One score-histogram observation per text and class."""
+    children = [SCORES.labels(model=model, model_version=version, label=name) for name in label_names]
+    for row in proba:
+        for child, p in zip(children, row, strict=True):
+            child.observe(float(p))
+
+
+def observe_latency(model: str, version: str, protocol: str, seconds: float) -> None:
+    LATENCY.labels(model=model, model_version=version, protocol=protocol).observe(seconds)
+
+
+def set_model_info(model: str, version: str, family: str, model_type: str, backend: str | None) -> None:
+    MODEL_INFO.labels(
+        model=model, model_version=version, family=family, model_type=model_type, inference_backend=backend or "none"
+    ).set(1)
+
+
+def count_log_records(model: str, outcome: str, n: int) -> None:
+    LOG_RECORDS.labels(model=model, outcome=outcome).inc(n)

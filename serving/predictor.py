@@ -11,11 +11,14 @@ concurrent requests (:mod:`serving.batching`), ``postprocess`` formats the answe
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,15 @@ from prompt_sentinel.models.loading import load_model
 from serving._kserve import kserve
 from serving.batching import BatchRunner
 from serving.http import RequestRejected
-from serving.metrics import count_predictions, count_response
+from serving.metrics import (
+    UNKNOWN_VERSION,
+    count_log_records,
+    count_predictions,
+    count_response,
+    observe_latency,
+    observe_scores,
+    set_model_info,
+)
 from serving.protocol import (
     BadRequest,
     ParsedRequest,
@@ -98,10 +109,23 @@ def _size_torch_threads(model: SentinelModel) -> None:
     logger.info("torch intra-op threads: %d", torch.get_num_threads())
 
 
+def model_version_of(model_path: str | Path) -> str:
+    """``v<N>`` of a registry version directory (its ``metadata.json``, which KServe's storage initializer and the
+    registry cache copy with the model), else ``unknown``."""
+    from prompt_sentinel.registry.layout import METADATA_FILE
+
+    try:
+        version = json.loads(Path(model_path, METADATA_FILE).read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return UNKNOWN_VERSION
+    return f"v{version}" if isinstance(version, int) and not isinstance(version, bool) else UNKNOWN_VERSION
+
+
 @dataclass
 class _Result:
     request: ParsedRequest
     predictions: Predictions
+    started: float = field(default_factory=time.perf_counter)
 
 
 class SentinelPredictor(kserve.Model):
@@ -122,7 +146,10 @@ class SentinelPredictor(kserve.Model):
         self.model_path: str | None = None
         self.decision: DecisionConfig | None = None
         self.load_seconds: float | None = None
+        self.model_version = UNKNOWN_VERSION
         self._runner: BatchRunner | None = None
+        self.prediction_log: Any = None  # prompt_sentinel.monitoring.logstore.PredictionLogWriter when logging
+        self._text_policy: Any = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -145,6 +172,12 @@ class SentinelPredictor(kserve.Model):
         runner.run_sync(_WARMUP_TEXTS)
         self.model, self.model_path, self._runner = model, path, runner
         self.decision = effective_decision(model.descriptor.decision, self.cfg.serving.decision)
+        self.model_version = model_version_of(path)
+        set_model_info(
+            self.name, self.model_version, model.family, model.descriptor.model_type, model.inference_backend
+        )
+        if self.cfg.monitoring.log_dir:
+            self._open_prediction_log(self.cfg.monitoring.log_dir)
         self.load_seconds = time.perf_counter() - started
         logger.info(
             "model %r ready: family=%s type=%s labels=%s decision=%s (loaded in %.2fs)",
@@ -158,9 +191,51 @@ class SentinelPredictor(kserve.Model):
         self.ready = True
         return self.ready
 
+    def _open_prediction_log(self, log_dir: str) -> None:
+        """Append every prediction to ``log_dir`` (buffered, written off the request path)."""
+        from prompt_sentinel.monitoring.logstore import PredictionLogWriter
+        from prompt_sentinel.monitoring.records import TextPolicy
+
+        settings = self.cfg.monitoring
+        self._text_policy = TextPolicy.from_settings(settings.store_text, settings.salt_env)
+        self.prediction_log = PredictionLogWriter(
+            log_dir,
+            prefix=self.name,
+            flush_interval_s=settings.flush_interval_s,
+            max_buffered=settings.max_buffered_records,
+            rotate_records=settings.rotate_records,
+            on_written=lambda n: count_log_records(self.name, "written", n),
+            on_dropped=lambda n: count_log_records(self.name, "dropped", n),
+        )
+        atexit.register(self.prediction_log.close)
+        logger.info("logging predictions to %s (text stored: %s)", log_dir, settings.store_text)
+
+    def _log_predictions(self, payload: ParsedRequest, predictions: Predictions, headers: Any, seconds: float) -> None:
+        from prompt_sentinel.monitoring.records import build_records
+
+        request_id = payload.request_id or (headers or {}).get("x-request-id") or uuid.uuid4().hex
+        names = self.label_names
+        self.prediction_log.write(
+            build_records(
+                payload.texts,
+                predictions.labels,
+                predictions.decisions,
+                [dict(zip(names, row, strict=True)) for row in predictions.proba.tolist()],
+                model=self.name,
+                model_version=self.model_version,
+                protocol=payload.protocol,
+                request_id=str(request_id),
+                source="predictor",
+                policy=self._text_policy,
+                latency_ms=seconds * 1000.0,
+            )
+        )
+
     def stop(self) -> None:
         if self._runner is not None:
             self._runner.close()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
         self.ready = False
 
     @property
@@ -209,19 +284,25 @@ class SentinelPredictor(kserve.Model):
         self, payload: ParsedRequest, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> _Result:
         """Class probabilities for every text of the request, computed in one (shared) batch."""
+        started = time.perf_counter()
         model = self._loaded()
         assert self._runner is not None and self.decision is not None
         proba = await self._runner.submit(payload.texts)
         predictions = self._answer(model, np.asarray(proba))
-        count_predictions(self.name, predictions.labels, predictions.decisions)
-        return _Result(payload, predictions)
+        count_predictions(self.name, predictions.labels, predictions.decisions, self.model_version)
+        observe_scores(self.name, self.model_version, model.labels, predictions.proba)
+        if self.prediction_log is not None:
+            self._log_predictions(payload, predictions, headers, time.perf_counter() - started)
+        return _Result(payload, predictions, started)
 
     def postprocess(
         self, result: _Result, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> dict[str, Any] | kserve.InferResponse:
         names = self.label_names
+        observe_latency(self.name, self.model_version, result.request.protocol, time.perf_counter() - result.started)
         if result.request.protocol == "v1":
-            return format_v1(result.predictions, names)
+            # The version lets KServe's payload logger (and so the logger sink) tell a canary's answers apart.
+            return {**format_v1(result.predictions, names), "model_version": self.model_version}
         specs = v2_output_specs(result.predictions, names)
         wanted = result.request.requested_outputs
         outputs = [
@@ -240,6 +321,7 @@ class SentinelPredictor(kserve.Model):
             response_id=result.request.request_id or str(uuid.uuid4()),
             model_name=self.name,
             infer_outputs=outputs,
+            model_version=self.model_version,
         )
 
     # ---- in-process convenience ------------------------------------------------------------------------

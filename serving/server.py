@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_chars", type=int, default=None, help="Characters per text (serving.max_chars).")
     parser.add_argument("--batch_size", type=int, default=None, help="Texts per model call (serving.batch_size).")
     parser.add_argument("--registry_root", default=None, help="Registry root for NAME@ALIAS refs (registry.root).")
+    parser.add_argument(
+        "--log_dir",
+        default=None,
+        help="Append every prediction to this folder or gs:// prefix as JSONL (monitoring.log_dir).",
+    )
     parser.add_argument("--config", default=None, help="Prompt Sentinel YAML config (local path or gs://).")
     parser.add_argument(
         "--set",
@@ -68,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> SentinelConfig:
         ("max_chars", "serving.max_chars"),
         ("batch_size", "serving.batch_size"),
         ("registry_root", "registry.root"),
+        ("log_dir", "monitoring.log_dir"),
     ):
         value = getattr(args, flag)
         if value is not None:

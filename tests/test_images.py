@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGES = ("pipeline", "trainer-gpu", "serving")
+IMAGES = ("pipeline", "trainer-gpu", "serving", "logger-sink")
 KEYWORDS = {
     "FROM", "ARG", "ENV", "RUN", "COPY", "ADD", "WORKDIR", "USER", "ENTRYPOINT", "CMD", "EXPOSE", "LABEL",
     "HEALTHCHECK", "SHELL", "STOPSIGNAL", "VOLUME", "ONBUILD",
@@ -254,7 +254,7 @@ def test_images_agree_with_the_lock_and_the_manifests():
     locked = _locked()
     _, _, gpu = _dockerfile("trainer-gpu")
     assert _tag(gpu[0].image).startswith(locked["torch"] + "-cuda"), "the CUDA base must carry the locked torch"
-    for name in ("pipeline", "serving"):
+    for name in ("pipeline", "serving", "logger-sink"):
         _, _, stages = _dockerfile(name)
         assert stages[0].image.split(":")[0] == "python"
         major_minor = ".".join(_tag(stages[0].image).split(".")[:2])
@@ -268,6 +268,20 @@ def test_images_agree_with_the_lock_and_the_manifests():
         == next(i.value for i in final if i.keyword == "USER").split(":")[0]
     )
     assert str(container["ports"][0]["containerPort"]) in next(i.value for i in final if i.keyword == "EXPOSE").split()
+    # The sink's image, port and user match its Deployment.
+    sink = yaml.safe_load_all((REPO / "manifests" / "base" / "logger-sink.yaml").read_text())
+    (deployment,) = [d for d in sink if d["kind"] == "Deployment"]
+    (sink_container,) = deployment["spec"]["template"]["spec"]["containers"]
+    _, _, sink_stages = _dockerfile("logger-sink")
+    sink_final = sink_stages[-1].instructions
+    assert (
+        str(sink_container["securityContext"]["runAsUser"])
+        == next(i.value for i in sink_final if i.keyword == "USER").split(":")[0]
+    )
+    assert (
+        str(sink_container["ports"][0]["containerPort"])
+        in next(i.value for i in sink_final if i.keyword == "EXPOSE").split()
+    )
     # The pipeline image carries what the deploy step renders.
     _, _, pipeline = _dockerfile("pipeline")
     assert any(i.keyword == "COPY" and i.value.split()[0] == "manifests/" for i in pipeline[-1].instructions)

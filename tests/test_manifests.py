@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 ENVS = ("dev", "staging", "prod")
 K8S_VERSION = kubernetes_validate.latest_version()
-EXPECTED_KINDS = {"ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ServingRuntime", "InferenceService"}
+EXPECTED_KINDS = {
+    "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ServingRuntime", "InferenceService", "Service",
+    "Deployment",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +119,10 @@ def _containers(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     if obj["kind"] in ("ServingRuntime", "ClusterServingRuntime"):
         found += [(f"spec.containers[{i}]", c) for i, c in enumerate(spec.get("containers") or [])]
+    if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+        pod = (spec.get("template") or {}).get("spec") or {}
+        for key in ("containers", "initContainers"):
+            found += [(f"spec.template.spec.{key}[{i}]", c) for i, c in enumerate(pod.get(key) or [])]
     if obj["kind"] == "InferenceService":
         for component in ("predictor", "transformer", "explainer"):
             part = spec.get(component) or {}
@@ -131,7 +138,7 @@ def policy_violations(objects: list[dict[str, Any]]) -> list[str]:
     for obj in objects:
         where = f"{obj['kind']}/{obj['metadata']['name']}"
         containers = _containers(obj)
-        if obj["kind"] in ("ServingRuntime", "InferenceService") and not containers:
+        if obj["kind"] in ("ServingRuntime", "InferenceService", "Deployment") and not containers:
             problems.append(f"{where}: no containers found")
         for path, c in containers:
             sc = c.get("securityContext") or {}
@@ -255,7 +262,9 @@ def test_rbac_lets_the_pipeline_change_inference_services_in_its_namespace_only(
 
 def test_network_policy_admits_only_the_gateway_path_and_the_namespace(renders):
     for objects in renders.values():
-        (policy,) = _by_kind(objects, "NetworkPolicy")
+        (policy,) = [
+            p for p in _by_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == "prompt-sentinel-predictor"
+        ]
         isvc = find_inference_service(objects)
         spec = policy["spec"]
         assert spec["podSelector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
@@ -273,6 +282,96 @@ def test_network_policy_admits_only_the_gateway_path_and_the_namespace(renders):
             assert source["podSelector"]["matchLabels"]
         names = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in others}
         assert names == {"istio-system", "knative-serving"}
+
+
+def test_predictions_are_logged_to_the_sink_and_only_the_predictor_reaches_it(renders):
+    for name, objects in renders.items():
+        isvc = find_inference_service(objects)
+        logger = isvc["spec"]["predictor"]["logger"]
+        assert logger["mode"] == "all"
+        (service,) = [o for o in _by_kind(objects, "Service") if o["metadata"]["name"] == "prompt-sentinel-logger-sink"]
+        assert logger["url"] == f"http://{service['metadata']['name']}/", name  # same namespace, short name
+        (deployment,) = _by_kind(objects, "Deployment")
+        pod = deployment["spec"]["template"]
+        assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        (container,) = pod["spec"]["containers"]
+        assert container["image"].startswith("ghcr.io/prompt-sentinel/logger-sink:")
+        assert any(a.startswith("--log-dir=gs://") for a in container["args"])
+        assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["containerPort"]
+        accounts = {o["metadata"]["name"]: o for o in _by_kind(objects, "ServiceAccount")}
+        assert accounts[pod["spec"]["serviceAccountName"]]["automountServiceAccountToken"] is False
+        (policy,) = [
+            p for p in _by_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == deployment["metadata"]["name"]
+        ]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        sources = policy["spec"]["ingress"][0]["from"]
+        assert {
+            "podSelector": {"matchLabels": {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}}
+        } in sources
+        assert all(s.get("podSelector", {}).get("matchLabels") for s in sources), "never a whole namespace"
+
+
+def _exported_metrics() -> set[str]:
+    """Every sample name the predictor and the logger sink export (counters with _total, histograms with buckets)."""
+    from prometheus_client import REGISTRY
+
+    import serving.metrics  # noqa: F401 - registers the predictor's metrics
+    from prompt_sentinel.config import MonitoringConfig
+    from serving.logger_sink import LoggerSink
+
+    class _Writer:
+        written = dropped = 0
+
+    sink = LoggerSink(_Writer(), MonitoringConfig(), None)  # type: ignore[arg-type]
+    names = set()
+    for registry in (REGISTRY, sink.registry):
+        for family in registry.collect():
+            if family.name.startswith("sentinel_"):
+                suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
+                names |= {family.name + suffix for suffix in suffixes}
+    return names
+
+
+def _metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\b(sentinel_[a-z_]+)", expr))
+
+
+def test_monitoring_dashboard_and_alerts_render_and_use_only_exported_metrics():
+    import json
+
+    objects = kustomize_build(MANIFESTS / "monitoring")
+    kinds = {o["kind"]: o for o in objects}
+    assert set(kinds) == {"ConfigMap", "PrometheusRule"}
+    assert {o["metadata"]["namespace"] for o in objects} == {"monitoring"}
+    configmap = kinds["ConfigMap"]
+    kubernetes_validate.validate(configmap, K8S_VERSION, strict=True)
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (dashboard_json,) = configmap["data"].values()
+    dashboard = json.loads(dashboard_json)
+    exported = _exported_metrics()
+    assert {"sentinel_predictions_total", "sentinel_request_latency_seconds_bucket", "sentinel_model_info"} <= exported
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+            used |= _metric_names(target["expr"])
+    assert used <= exported, used - exported
+    assert {"sentinel_prediction_score_bucket", "sentinel_request_latency_seconds_bucket"} <= used
+
+    rules = kinds["PrometheusRule"]["spec"]["groups"]
+    alerts = {r["alert"]: r for g in rules for r in g["rules"]}
+    assert {"PromptSentinelHighErrorRate", "PromptSentinelLatencyP95High", "PromptSentinelBlockRateJump"} <= set(alerts)
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        assert rule["annotations"]["summary"] and re.fullmatch(r"[0-9]+m", rule["for"]), name
+        assert rule["expr"].count("(") == rule["expr"].count(")"), name
+        assert _metric_names(rule["expr"]) <= exported, (name, _metric_names(rule["expr"]) - exported)
+    # The latency alert holds the served model to the same p95 limit selection demanded offline.
+    from prompt_sentinel.config import GateConfig
+
+    limit = float(re.search(r"> ([0-9.]+)\s*$", alerts["PromptSentinelLatencyP95High"]["expr"].strip()).group(1))
+    assert limit * 1000 == GateConfig().max_latency_p95_ms
 
 
 def test_argocd_has_one_application_per_environment(renders):
@@ -305,10 +404,11 @@ def test_manifests_agree_with_the_config_defaults():
     assert environments == overlays == set(ENVS)
 
 
-def test_recurring_run_definition_matches_the_kfp_client():
+@pytest.mark.parametrize("name", ["recurring-run.yaml", "monitoring-recurring-run.yaml"])
+def test_recurring_run_definition_matches_the_kfp_client(name):
     import kfp
 
-    spec = yaml.safe_load((MANIFESTS / "kfp" / "recurring-run.yaml").read_text())
+    spec = yaml.safe_load((MANIFESTS / "kfp" / name).read_text())
     accepted = set(inspect.signature(kfp.Client.create_recurring_run).parameters) - {"self", "experiment_id"}
     assert set(spec) <= accepted
     assert spec["max_concurrency"] == 1 and len(spec["cron_expression"].split()) == 6

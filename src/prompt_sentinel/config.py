@@ -701,6 +701,101 @@ class PipelineConfig(_Section):
     mlflow_secret: str | None = Field("mlflow-credentials", description="Secret holding MLFLOW_TRACKING_TOKEN.")
 
 
+class DriftThresholds(_Section):
+    """When one drift signal warns and when it asks for retraining (:mod:`prompt_sentinel.monitoring.drift`).
+
+    A signal fires only when its test is significant (``p < p_value``) *and* its effect size reaches the level:
+    with thousands of logged prompts a tiny, harmless shift is always significant.
+    """
+
+    p_value: float = Field(0.01, gt=0, lt=1, description="Significance a test must reach before a signal fires.")
+    label_psi_warn: float = Field(0.1, gt=0, description="Predicted-label PSI that warns (0.1: a moderate shift).")
+    label_psi_retrain: float = Field(0.25, gt=0, description="Predicted-label PSI that asks for retraining.")
+    score_psi_warn: float = Field(0.1, gt=0, description="Per-class score PSI (10 reference-quantile bins) that warns.")
+    score_psi_retrain: float = Field(0.25, gt=0, description="Per-class score PSI that asks for retraining.")
+    length_ks_warn: float = Field(0.15, gt=0, le=1, description="KS statistic of log text length that warns.")
+    length_ks_retrain: float = Field(0.3, gt=0, le=1, description="KS statistic of log text length that retrains.")
+    oov_increase_warn: float = Field(
+        0.1, gt=0, le=1, description="Rise of the mean out-of-vocabulary word rate over the reference's that warns."
+    )
+    oov_increase_retrain: float = Field(0.2, gt=0, le=1, description="Rise of the mean OOV rate that retrains.")
+    unknown_script_warn: float = Field(
+        0.05, gt=0, le=1, description="Share of texts written mainly in a script the reference rarely has: warn."
+    )
+    unknown_script_retrain: float = Field(0.15, gt=0, le=1, description="Unknown-script share that retrains.")
+    embedding_mmd_warn: float = Field(
+        0.02, gt=0, description="Sentence-embedding MMD² (RBF kernel, median bandwidth) that warns."
+    )
+    embedding_mmd_retrain: float = Field(0.05, gt=0, description="Embedding MMD² that asks for retraining.")
+    feedback_min_labelled: int = Field(
+        30, ge=1, description="Reviewer-labelled records needed before live precision/recall can fire a signal."
+    )
+
+
+class MonitoringConfig(_Section):
+    """Prediction logging, the training reference, drift detection, feedback labels and the canary verdict."""
+
+    store_text: bool = Field(
+        False,
+        description="Log the prompt text itself. False: only a salted sha256 and the length (prompts can hold "
+        "personal data); the OOV and embedding drift signals and retraining on logged traffic then need text "
+        "and are skipped.",
+    )
+    salt_env: str = Field(
+        "SENTINEL_LOG_SALT",
+        description="Environment variable holding the salt of logged text hashes (a Kubernetes secret); when unset, "
+        "a random per-process salt is used and hashes cannot be joined across processes.",
+    )
+    log_dir: str | None = Field(
+        None, description="Where the predictor appends its prediction log (local folder or gs:// prefix); None: off."
+    )
+    flush_interval_s: float = Field(2.0, gt=0, description="Seconds between buffered log writes.")
+    max_buffered_records: int = Field(
+        50_000,
+        gt=0,
+        description="Records held in memory waiting for a write; beyond it records are dropped and "
+        "counted (logging never blocks serving).",
+    )
+    rotate_records: int = Field(
+        20_000, gt=0, description="Records per log file before the writer starts a new, uniquely named file."
+    )
+    sink_pair_timeout_s: float = Field(
+        60.0, gt=0, description="Logger sink: seconds a request event waits for its response event (or the reverse)."
+    )
+    sink_max_pending: int = Field(
+        10_000, gt=0, description="Logger sink: unpaired events held at most; the oldest are dropped and counted."
+    )
+    reference_rows: int = Field(
+        300,
+        ge=10,
+        description="Training texts sampled (seeded) into the reference's length, vocabulary and embedding summary.",
+    )
+    embedding_model: str = Field(
+        "use-multilingual",
+        description="Sentence encoder of the embedding drift signal ('use-multilingual', 'e5-small', a checkpoint "
+        "reference) or 'none' to leave the embedding summary out of the reference.",
+    )
+    embedding_max_chars: int = Field(
+        512, gt=0, description="Characters of each text embedded for drift (bounds the encoder's cost)."
+    )
+    window_records: int = Field(
+        2000, gt=0, description="`sentinel monitor`: the most recent records compared with the reference."
+    )
+    min_window_records: int = Field(
+        50, gt=0, description="Fewer records than this: no drift verdict is claimed (the verdict is 'warn')."
+    )
+    embedding_sample: int = Field(300, ge=10, description="Window records embedded for the embedding signal.")
+    permutations: int = Field(200, ge=20, description="Permutations of the embedding MMD test.")
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    canary_min_records: int = Field(
+        200, gt=0, description="`sentinel canary evaluate`: records each version needs before a verdict."
+    )
+    canary_max_decision_shift: float = Field(
+        0.05, gt=0, le=1, description="Largest change of the block or review rate the canary may show (absolute)."
+    )
+    canary_max_latency_ratio: float = Field(1.5, gt=1, description="Largest canary/stable ratio of the p95 latency.")
+
+
 class SentinelConfig(_Section):
     seed: int = 42
     labels: LabelConfig = Field(default_factory=LabelConfig)
@@ -719,6 +814,7 @@ class SentinelConfig(_Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
     def _alpha_matches_labels(self) -> SentinelConfig:

@@ -38,6 +38,9 @@ HPO_STUDY = "hpo_study.json"  # the Optuna study that chose a transformer's hype
 ONNX_DIR = "onnx"  # a transformer's ONNX exports that passed the parity gate
 ONNX_CLASSIFIER = f"{ONNX_DIR}/model.onnx"
 ONNX_CLASSIFIER_INT8 = f"{ONNX_DIR}/model.int8.onnx"
+# What the drift detector compares live traffic with (prompt_sentinel.monitoring.reference), written at training time
+MONITORING_REFERENCE = "monitoring_reference.json"
+REFERENCE_EMBEDDINGS = "monitoring_reference.safetensors"
 
 # --- prepared data (validate + split) -----------------------------------------------------------------------
 CLEANED_DATA = "cleaned.csv"
@@ -77,8 +80,20 @@ RENDERED_INFERENCE_SERVICE = "inferenceservice.yaml"
 RUN_STATUS = "run_status.json"
 FAILURES_DIR = "failures"  # one record per failed stage, folded into RUN_STATUS by the exit handler
 
+# --- monitoring: prediction logs, drift and canary reports ---------------------------------------------------
+PREDICTIONS_DIR = "predictions"  # <log root>/predictions/dt=YYYY-MM-DD/hour=HH/<unique>.jsonl, append-only
+FEEDBACK_DIR = "feedback"  # <log root>/feedback/<unique>.jsonl: reviewer labels, append-only
+LOG_FILE_SUFFIX = ".jsonl"
+DRIFT_REPORT = "drift.json"
+DRIFT_HTML = "drift.html"
+CANARY_REPORT = "canary.json"
+CANARY_DIFF = "canary.diff"
+RETRAINING_DATA = "retraining_data.csv"  # the base dataset plus reviewer-labelled traffic
+RETRAINING_REPORT = "retraining.json"
+
 # --- pipeline packages --------------------------------------------------------------------------------------
 COMPILED_PIPELINE = "training_pipeline.yaml"
+COMPILED_MONITORING_PIPELINE = "monitoring_pipeline.yaml"
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ def test_every_model_trains_and_beats_the_majority_baseline(model_name, demo_spl
     assert files == {
         "model.skops",
         "sentinel_model.json",
+        "monitoring_reference.json",  # the drift reference (prompt_sentinel.monitoring.reference)
+        "monitoring_reference.safetensors",
         "params.json",
         "cv_results.csv",
         "training.json",

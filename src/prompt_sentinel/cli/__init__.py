@@ -61,6 +61,7 @@ _COMMAND_MODULES = (
     "pipeline",
     "deploy",
     "corpus",
+    "monitor",
 )
 for _name in _COMMAND_MODULES:
     _module = importlib.import_module(f"prompt_sentinel.cli.{_name}")

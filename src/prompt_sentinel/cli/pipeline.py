@@ -172,6 +172,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the pipeline YAML.")] = Path(
             "pipelines/compiled/training_pipeline.yaml"
         ),
+        pipeline: Annotated[str, typer.Option("--pipeline", help="training or monitoring.")] = "training",
         config: ConfigOption = None,
         set_: SetOption = None,
     ) -> None:
@@ -179,7 +180,7 @@ def register(app: typer.Typer) -> None:
         from pipelines.submit import compile_pipeline
 
         cfg = resolve_config(config, set_)
-        typer.echo(f"wrote {compile_pipeline(out, cfg)}")
+        typer.echo(f"wrote {compile_pipeline(out, cfg, pipeline)}")
 
     @app.command("submit")
     def submit_command(
@@ -209,12 +210,15 @@ def register(app: typer.Typer) -> None:
         pipeline_root: Annotated[
             str | None, typer.Option(help="gs:// prefix for the run's artifacts (default: the cluster's).")
         ] = None,
+        pipeline: Annotated[
+            str, typer.Option("--pipeline", help="training, or monitoring (drift check, retraining, canary).")
+        ] = "training",
         config: ConfigOption = None,
         set_: SetOption = None,
     ) -> None:
         """Compile the pipeline and submit it to Kubeflow Pipelines; prints the run URL.
 
-        With --cron it creates a recurring run instead of a single run.
+        With --cron it creates a recurring run instead of a single run, e.g. --pipeline monitoring --cron '0 * * * *'.
         """
         from pipelines.submit import submit_pipeline
 
@@ -230,6 +234,7 @@ def register(app: typer.Typer) -> None:
             token=token,
             run_name=run_name,
             pipeline_root=pipeline_root,
+            pipeline=pipeline,
         )
         if result.recurring_run_url:
             typer.echo(f"recurring run {result.recurring_run_id} ({cron}): {result.recurring_run_url}")

@@ -30,6 +30,7 @@ def serve_argv(
     registry_root: str | None,
     config: Path | None,
     overrides: list[str] | None,
+    log_dir: str | None = None,
 ) -> list[str]:
     """The ``python -m serving`` arguments for these CLI options."""
     argv = ["--model", model, "--http_port", str(http_port), "--enable_grpc", str(grpc).lower()]
@@ -41,6 +42,7 @@ def serve_argv(
         "--batch_size": batch_size,
         "--registry_root": registry_root,
         "--config": str(config) if config else None,
+        "--log_dir": log_dir,
     }
     for flag, value in optional.items():
         if value is not None:
@@ -98,6 +100,14 @@ def register(app: typer.Typer) -> None:
         registry_root: Annotated[
             str | None, typer.Option("--registry-root", help="Registry for NAME@ALIAS refs (registry.root).")
         ] = None,
+        log_dir: Annotated[
+            str | None,
+            typer.Option(
+                "--log-dir",
+                help="Append every prediction to this folder or gs:// prefix (monitoring.log_dir); the text itself "
+                "only with --set monitoring.store_text=true.",
+            ),
+        ] = None,
         config: ConfigOption = None,
         overrides: SetOption = None,
     ) -> None:
@@ -120,6 +130,7 @@ def register(app: typer.Typer) -> None:
                 registry_root,
                 config,
                 overrides,
+                log_dir,
             )
         )
         if code:

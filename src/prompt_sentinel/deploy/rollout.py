@@ -19,6 +19,7 @@ from typing import Any
 from prompt_sentinel import storage
 from prompt_sentinel.config import SentinelConfig
 from prompt_sentinel.deploy.apply import apply_and_wait, service_url
+from prompt_sentinel.deploy.canary import plan_canary_start
 from prompt_sentinel.deploy.promote import (
     check_complete,
     check_model_name,
@@ -74,12 +75,15 @@ def deploy_model(
     cfg: SentinelConfig,
     out_dir: str | None = None,
     kube_api: str | None = None,
+    canary: int | None = None,
 ) -> DeployResult:
     """Deploy the registry version at ``version_uri`` (``<root>/<model_name>/v<version>``) to
     ``cfg.deploy.environment`` in ``cfg.deploy.mode``; refuses versions without ``_COMPLETE``.
 
     ``out_dir``: where the diff, changed overlay files, rendered InferenceService and ``deploy_result.json``
     go (local or gs://). ``kube_api``: API server URL for apply mode (None: in-cluster, else kubeconfig).
+    ``canary``: start the version as a canary with this share of the traffic, also where the overlay declares no
+    ``canaryTrafficPercent`` (:func:`prompt_sentinel.deploy.canary.plan_canary_start`; the monitoring pipeline).
     """
     check_model_name(model_name)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -91,14 +95,20 @@ def deploy_model(
     manifests = resolve_manifests_dir(cfg.deploy.manifests_dir)
     environment = cfg.deploy.environment
     overlay_dir(manifests, environment)
-    promotion = plan_promotion(
-        manifests,
-        environment,
-        cfg,
-        model_name=model_name,
-        version=version,
-        storage_uri=storage_uri_for(version_uri),
-    )
+    if canary:
+        promotion = plan_canary_start(
+            manifests, environment, cfg, model_name=model_name, version=version,
+            storage_uri=storage_uri_for(version_uri), percent=canary,
+        )  # fmt: skip
+    else:
+        promotion = plan_promotion(
+            manifests,
+            environment,
+            cfg,
+            model_name=model_name,
+            version=version,
+            storage_uri=storage_uri_for(version_uri),
+        )
     isvc = render_promotion(promotion)
     metadata = isvc["metadata"]
     result = DeployResult(

@@ -16,10 +16,15 @@ from prompt_sentinel.deploy.rollout import DeployResult, deploy_model
 from prompt_sentinel.run_layout import PUSH_RESULT
 
 
-def run(push_result: str | Path, cfg: SentinelConfig, out_dir: str | Path) -> DeployResult:
-    """Deploy the version ``push_result`` (a ``push_result.json`` file, or the directory holding it) describes."""
+def run(
+    push_result: str | Path, cfg: SentinelConfig, out_dir: str | Path, *, canary: int | None = None
+) -> DeployResult:
+    """Deploy the version ``push_result`` (a ``push_result.json`` file, or the directory holding it) describes;
+    ``canary``: as a canary with that share of the traffic (the monitoring pipeline's retrained model)."""
     source = Path(push_result)
     if source.is_dir():
         source = source / PUSH_RESULT
     pushed = json.loads(source.read_text())
-    return deploy_model(pushed["uri"], pushed["name"], int(pushed["version"]), cfg, out_dir=str(out_dir))
+    return deploy_model(
+        pushed["uri"], pushed["name"], int(pushed["version"]), cfg, out_dir=str(out_dir), canary=canary or None
+    )

@@ -14,8 +14,10 @@ files. Everything around that is written once, in :func:`train_model`:
    its best checkpoint by the tuned score, the ensemble tunes costs jointly with its weights), else here on the
    held-out probabilities (:func:`prompt_sentinel.decision.tune_costs`);
 5. validation metrics under the rule that will be served;
-6. the descriptor and the artifact directory — family files, reports, ``sentinel_model.json``, then
-   ``checksums.json`` last — published atomically (local) or staged and uploaded with the manifest last (gs://);
+6. the descriptor and the artifact directory — family files, reports, the monitoring reference
+   (:mod:`prompt_sentinel.monitoring.reference`: label, score, length, vocabulary and embedding summaries the drift
+   detector compares live traffic with), ``sentinel_model.json``, then ``checksums.json`` last — published
+   atomically (local) or staged and uploaded with the manifest last (gs://);
 7. MLflow params, metrics and the artifact directory;
 8. one :class:`TrainResult`, whatever the family.
 """
@@ -39,8 +41,10 @@ from prompt_sentinel.config import (
     CalibrationConfig,
     DecisionConfig,
     DecisionTuningConfig,
+    InferenceConfig,
     LabelConfig,
     MlflowConfig,
+    MonitoringConfig,
     SentinelConfig,
 )
 from prompt_sentinel.data.loading import check_labelled_frame
@@ -49,6 +53,7 @@ from prompt_sentinel.errors import TrainingError
 from prompt_sentinel.jsonio import to_json_lenient
 from prompt_sentinel.metrics import macro_f1, security_score
 from prompt_sentinel.models.base import ModelDescriptor, ModelFamily
+from prompt_sentinel.monitoring.reference import Reference, build_reference, write_reference
 from prompt_sentinel.run_layout import CHECKSUMS, MODEL_REQUIREMENTS, TRAINING_REPORT
 from prompt_sentinel.text import normalize_text
 from prompt_sentinel.training import tracking
@@ -64,6 +69,7 @@ class HeldOut:
     labels: np.ndarray
     proba: np.ndarray
     source: str  # "validation", "3-fold out-of-fold", ...
+    backend: str | None = None  # the inference backend that scored the rows when the written model did
 
 
 @dataclass
@@ -163,7 +169,10 @@ class TrainingContext:
     decision_tuning: DecisionTuningConfig
     mlflow: MlflowConfig
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)  # the drift reference's settings
     seed: int = 42
+    # the backend the model will be served on: the reference's held-out scores come from it (predicted_held_out)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     @classmethod
     def from_config(cls, cfg: SentinelConfig) -> TrainingContext:
@@ -173,7 +182,9 @@ class TrainingContext:
             cfg.training.decision_tuning,
             cfg.mlflow,
             cfg.training.calibration,
+            cfg.monitoring,
             cfg.seed,
+            cfg.inference,
         )
 
 
@@ -225,6 +236,61 @@ def apply_calibration(fitted: Fitted, family: ModelFamily, ctx: TrainingContext)
             fitted.tuning = None
         fitted.validation_metrics = None
     return outcome
+
+
+def predicted_held_out(
+    directory: Path, validation: pd.DataFrame, labels: LabelConfig, inference: InferenceConfig
+) -> HeldOut:
+    """Validation probabilities of the model just written to ``directory``, for trainers that keep none (the
+    transformer keeps only its best checkpoint's metrics): the reference's scores come from the model as it will
+    be served, on the backend ``inference`` picks for it (the ONNX export when it passed the parity gate)."""
+    from prompt_sentinel.models.loading import load_model
+
+    texts, y = labelled_texts(validation, "validation", labels)
+    model = load_model(directory, verify=False, inference=inference)
+    return HeldOut(y, model.predict_proba(texts), "validation", model.inference_backend)
+
+
+def monitoring_reference(
+    train: pd.DataFrame | None,
+    validation: pd.DataFrame | None,
+    held: HeldOut | None,
+    decision: DecisionConfig,
+    ctx: TrainingContext,
+) -> Reference:
+    """The drift reference of the model being trained: training texts, and its held-out predictions under the
+    decision rule that will be served (validation rows, or out-of-fold rows of the training split)."""
+    source = train if train is not None else validation
+    texts = [normalize_text(t) for t in source["text"]]
+    held_texts: list[str] = []
+    proba = predicted = None
+    if held is not None and len(held.labels):
+        if held.source == "validation" and validation is not None and len(validation) == len(held.labels):
+            held_texts = [normalize_text(t) for t in validation["text"]]
+        elif train is not None and len(train) == len(held.labels):
+            held_texts = texts
+        proba = held.proba
+        predicted = assign_labels(held.proba, ctx.labels.roles, decision)
+    elif validation is not None and source is not validation:
+        held_texts = [normalize_text(t) for t in validation["text"]]
+    try:
+        reference = build_reference(
+            texts, source["label"].to_numpy(), ctx.labels, ctx.monitoring, held_texts=held_texts, held_proba=proba,
+            held_predicted=predicted, held_source=held.source if held else "none", seed=ctx.seed,
+        )  # fmt: skip
+    except Exception as exc:  # the encoder is optional: a reference without embeddings beats no model at all
+        if ctx.monitoring.embedding_model.lower() == "none":
+            raise
+        log.warning("monitoring reference without embeddings (%s: %s)", type(exc).__name__, exc)
+        settings = ctx.monitoring.model_copy(update={"embedding_model": "none"})
+        reference = build_reference(
+            texts, source["label"].to_numpy(), ctx.labels, settings, held_texts=held_texts, held_proba=proba,
+            held_predicted=predicted, held_source=held.source if held else "none", seed=ctx.seed,
+        )  # fmt: skip
+        reference.profile["embedding_error"] = f"{type(exc).__name__}: {exc}"
+    if held is not None and held.backend and reference.profile.get("held_out"):
+        reference.profile["held_out"]["backend"] = held.backend
+    return reference
 
 
 def _write_reports(directory: Path, reports: Mapping[str, Any]) -> None:
@@ -315,6 +381,10 @@ def train_model(
             fitted.write_files(directory, descriptor)
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
             descriptor.write(directory)
+            held = fitted.held_out
+            if (held is None or not len(held.labels)) and validation is not None and len(validation):
+                held = predicted_held_out(directory, validation, ctx.labels, ctx.inference)
+            write_reference(monitoring_reference(train, validation, held, decision, ctx), directory)
             write_manifest(directory)  # last: covers every file above
 
         with tempfile.TemporaryDirectory(prefix=f"sentinel-{trainer.family}-") as staging:
