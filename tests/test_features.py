@@ -151,7 +151,8 @@ def test_bundled_minilm_embeddings_are_normalized_384d_and_batch_independent():
 
 
 def test_embedding_and_combined_featurizers_skops_round_trip_without_torch(demo_texts, tmp_path):
-    cfg = FeaturizerConfig(kind="combined", embedding_max_length=64, svd_components=50)
+    minilm = "bundled:all-MiniLM-L6-v2"  # the torch-backed encoder: its skops file must not pull torch types
+    cfg = FeaturizerConfig(kind="combined", embedding_model=minilm, embedding_max_length=64, svd_components=50)
     texts = demo_texts[:120]
     feat = build_featurizer(cfg, seed=0)
     X = feat.fit_transform(texts)
@@ -167,7 +168,8 @@ def test_embedding_and_combined_featurizers_skops_round_trip_without_torch(demo_
     loaded = load_skops_estimator(path)
     assert np.allclose(loaded.transform(texts), X, atol=1e-5)
     # embeddings alone: unit-norm rows
-    only = build_featurizer(FeaturizerConfig(kind="embeddings", embedding_max_length=64)).fit(texts)
+    only = build_featurizer(FeaturizerConfig(kind="embeddings", embedding_model=minilm, embedding_max_length=64))
+    only = only.fit(texts)
     vectors = only.transform(texts[:10])
     assert vectors.shape == (10, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

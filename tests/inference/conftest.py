@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from prompt_sentinel.config import SentinelConfig, load_config
+from tests.fixtures.tiny_bert import build_tiny_bert
+from tests.fixtures.tiny_bert import demo_frames as tiny_demo_frames
 
 
 @pytest.fixture(scope="session")
@@ -26,34 +28,14 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_frames(demo_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """48 training rows (16 per class) and 24 validation rows (8 per class) from the bundled demo set."""
-    df = pd.read_csv(demo_csv)[["text", "label"]]
-    shuffled = df.sample(frac=1.0, random_state=7)
-    nth = shuffled.groupby("label").cumcount()
-    return shuffled[nth < 16].reset_index(drop=True), shuffled[(nth >= 16) & (nth < 24)].reset_index(drop=True)
+    train, val = tiny_demo_frames(demo_csv)
+    return train[["text", "label"]], val[["text", "label"]]
 
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT encoder checkpoint (no classifier head) with the bundled tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from prompt_sentinel.hf_checkpoints import resolve_model_dir
-
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir("bundled:all-MiniLM-L6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        architectures=["BertModel"],
-    )
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def training_cfg(*overrides: str) -> SentinelConfig:

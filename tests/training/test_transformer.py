@@ -27,10 +27,10 @@ from prompt_sentinel.training.base import TrainResult
 from prompt_sentinel.training.transformer.checkpoints import (
     LATEST_POINTER,
     STATE_FILE,
-    resolve_checkpoint,
     work_dir_for,
 )
 from prompt_sentinel.training.transformer.trainer import train_transformer
+from tests.fixtures.tiny_bert import build_tiny_bert, demo_frames
 
 ARTIFACT_FILES = {
     "config.json",
@@ -56,32 +56,14 @@ def _one_thread() -> None:
 @pytest.fixture(scope="module")
 def frames(demo_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """48 training rows (16 per class) and 24 validation rows (8 per class) from the bundled demo set."""
-    df = pd.read_csv(demo_csv)[["text", "label"]]
-    shuffled = df.sample(frac=1.0, random_state=7)
-    nth = shuffled.groupby("label").cumcount()
-    return shuffled[nth < 16].reset_index(drop=True), shuffled[(nth >= 16) & (nth < 24)].reset_index(drop=True)
+    train, val = demo_frames(demo_csv)
+    return train[["text", "label"]], val[["text", "label"]]
 
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT encoder checkpoint (no classifier head) with the bundled tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("bundled:all-MiniLM-L6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        architectures=["BertModel"],
-    )
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def tiny_cfg(*overrides: str) -> SentinelConfig:
