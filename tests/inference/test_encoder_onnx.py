@@ -104,6 +104,7 @@ def combined_logreg_dir(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path
             "mlflow.enabled=false",
             "training.search.n_iter=1",
             "training.search.cv_folds=2",
+            "featurizer.embedding_model=bundled:all-MiniLM-L6-v2",  # the torch encoder the ONNX export replaces
             f"inference.cache_dir={onnx_cache}",
         ],
     )

@@ -382,7 +382,12 @@ def train_model(
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
             descriptor.write(directory)
             held = fitted.held_out
-            if (held is None or not len(held.labels)) and validation is not None and len(validation):
+            # The reference must hold the scores of the model as served. A transformer's held-out probabilities
+            # come from its torch checkpoint, but it is served from its ONNX export when that passed the parity
+            # gate, so the written model predicts the validation split again (as it does when a trainer kept none).
+            served_differs = trainer.family == "transformer"
+            missing = held is None or not len(held.labels)
+            if (missing or served_differs) and validation is not None and len(validation):
                 held = predicted_held_out(directory, validation, ctx.labels, ctx.inference)
             write_reference(monitoring_reference(train, validation, held, decision, ctx), directory)
             write_manifest(directory)  # last: covers every file above
