@@ -25,10 +25,9 @@ from prompt_sentinel.deploy.promote import (
     FileChange,
     Pin,
     Promotion,
+    apply_promotion,
     plan_promotion,
     read_pin,
-    render_promotion,
-    write_promotion,
 )
 from prompt_sentinel.deploy.render import overlay_dir
 from prompt_sentinel.errors import DeployError
@@ -87,13 +86,6 @@ def _annotate(promotion: Promotion, set_: dict[str, str], remove: tuple[str, ...
     return replace(promotion, changes=changes)
 
 
-def _finish(promotion: Promotion, dry_run: bool) -> Promotion:
-    render_promotion(promotion, validate=False)  # never write an overlay that no longer renders
-    if not dry_run:
-        write_promotion(promotion)
-    return promotion
-
-
 def plan_canary_start(
     manifests: Path,
     environment: str,
@@ -138,7 +130,7 @@ def start_canary(
     promotion = plan_canary_start(
         manifests, environment, cfg, model_name=model_name, version=version, storage_uri=storage_uri, percent=percent
     )
-    return _finish(promotion, dry_run)
+    return apply_promotion(promotion, dry_run)
 
 
 def _require_canary(state: CanaryState, environment: str) -> None:
@@ -153,7 +145,7 @@ def complete_canary(manifests: Path, environment: str, cfg: SentinelConfig, *, d
     state = read_canary_state(manifests, environment, cfg)
     _require_canary(state, environment)
     promotion = plan_promotion(manifests, environment, cfg, canary=FULL_TRAFFIC)
-    return _finish(_annotate(promotion, {}, (STABLE_VERSION_ANNOTATION, STABLE_URI_ANNOTATION)), dry_run)
+    return apply_promotion(_annotate(promotion, {}, (STABLE_VERSION_ANNOTATION, STABLE_URI_ANNOTATION)), dry_run)
 
 
 def rollback_canary(manifests: Path, environment: str, cfg: SentinelConfig, *, dry_run: bool = False) -> Promotion:
@@ -170,4 +162,4 @@ def rollback_canary(manifests: Path, environment: str, cfg: SentinelConfig, *, d
         storage_uri=state.stable_uri,
         canary=FULL_TRAFFIC,
     )
-    return _finish(_annotate(promotion, {}, (STABLE_VERSION_ANNOTATION, STABLE_URI_ANNOTATION)), dry_run)
+    return apply_promotion(_annotate(promotion, {}, (STABLE_VERSION_ANNOTATION, STABLE_URI_ANNOTATION)), dry_run)

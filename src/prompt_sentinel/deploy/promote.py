@@ -363,6 +363,14 @@ def write_promotion(promotion: Promotion) -> None:
     promotion.written = True
 
 
+def apply_promotion(promotion: Promotion, dry_run: bool = False) -> Promotion:
+    """Render the changed overlay (never write one that no longer renders), then write it unless ``dry_run``."""
+    render_promotion(promotion, validate=False)
+    if not dry_run:
+        write_promotion(promotion)
+    return promotion
+
+
 def promote(
     manifests: Path,
     environment: str,
@@ -394,10 +402,7 @@ def promote(
         image_tag=image_tag,
         canary=canary,
     )
-    render_promotion(promotion, validate=False)  # never write an overlay that no longer renders
-    if not dry_run:
-        write_promotion(promotion)
-    return promotion
+    return apply_promotion(promotion, dry_run)
 
 
 def promote_between(
@@ -424,10 +429,7 @@ def promote_between(
         image_tag=pin.image_tag,
         canary=canary,
     )
-    render_promotion(promotion, validate=False)
-    if not dry_run:
-        write_promotion(promotion)
-    return promotion
+    return apply_promotion(promotion, dry_run)
 
 
 # --- optional: the change as a commit on a new branch ------------------------------------------------------
