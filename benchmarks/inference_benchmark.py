@@ -1,7 +1,8 @@
 """Inference backends side by side: torch vs ONNX Runtime fp32 vs int8, in process and over KServe HTTP.
 
-For the combined-feature logistic regression (MiniLM ⊕ TF-IDF/SVD) and the fine-tuned MiniLM classifier, per
-backend (``inference.backend``; every number of one table comes from the same run, and the backends are
+For the combined-feature logistic regression (MiniLM ⊕ TF-IDF/SVD, or ``--encoder use-multilingual``) and the
+fine-tuned MiniLM classifier, per backend (``inference.backend``; every number of one table comes from the same
+run, and the backends are
 interleaved prompt by prompt — in process and over HTTP, with one server per backend up at once — so a load spike
 from a neighbour on a shared machine hits them alike and the ratios stay fair):
 
@@ -250,7 +251,12 @@ def build_models(workdir: Path, args) -> tuple[Path, Path]:
 
         cfg = load_config(
             None,
-            ["mlflow.enabled=false", "training.search.n_iter=1", "training.search.cv_folds=2"]
+            [
+                "mlflow.enabled=false",
+                "training.search.n_iter=1",
+                "training.search.cv_folds=2",
+                f"featurizer.embedding_model={args.encoder}",
+            ]
             + ([f"inference.cache_dir={args.cache_dir}"] if args.cache_dir else []),
         )
         print(f"training combined logreg on {args.train} ...", file=sys.stderr, flush=True)
@@ -348,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classical", type=Path, help="combined-feature logreg model dir (default: train one)")
     parser.add_argument("--transformer", type=Path, help="fine-tuned transformer model dir (default: 3-step MiniLM)")
+    parser.add_argument(
+        "--encoder",
+        default="bundled:all-MiniLM-L6-v2",
+        help="the combined logreg's sentence encoder (MiniLM: the torch encoder the ONNX backends replace; "
+        "'use-multilingual', the default featurizer's, runs on numpy whatever the backend)",
+    )
     parser.add_argument("--train", default=str(DEFAULT_DATA / "prompts_train.csv"))
     parser.add_argument("--test", default=str(DEFAULT_DATA / "prompts_test.csv"))
     parser.add_argument("--backends", default=",".join(BACKENDS))
