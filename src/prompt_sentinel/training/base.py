@@ -50,6 +50,8 @@ from prompt_sentinel.config import (
 from prompt_sentinel.data.loading import check_labelled_frame
 from prompt_sentinel.decision import CostTuning, assign_labels, tune_costs
 from prompt_sentinel.errors import TrainingError
+from prompt_sentinel.inference.backends import Backend, choose_backend, requested_backend
+from prompt_sentinel.inference.parity import record_from_params
 from prompt_sentinel.jsonio import to_json_lenient
 from prompt_sentinel.metrics import macro_f1, security_score
 from prompt_sentinel.models.base import ModelDescriptor, ModelFamily
@@ -238,6 +240,12 @@ def apply_calibration(fitted: Fitted, family: ModelFamily, ctx: TrainingContext)
     return outcome
 
 
+def served_backend(descriptor: ModelDescriptor, inference: InferenceConfig, directory: Path) -> Backend:
+    """The backend ``load_model(..., inference=inference)`` will pick for an artifact with this descriptor."""
+    record = record_from_params(descriptor.params)
+    return choose_backend(requested_backend(inference), record.passed() if record else None, str(directory))
+
+
 def predicted_held_out(
     directory: Path, validation: pd.DataFrame, labels: LabelConfig, inference: InferenceConfig
 ) -> HeldOut:
@@ -382,12 +390,13 @@ def train_model(
             _write_reports(directory, {**fitted.reports, TRAINING_REPORT: training_report})
             descriptor.write(directory)
             held = fitted.held_out
-            # The reference must hold the scores of the model as served. A transformer's held-out probabilities
-            # come from its torch checkpoint, but it is served from its ONNX export when that passed the parity
-            # gate, so the written model predicts the validation split again (as it does when a trainer kept none).
-            served_differs = trainer.family == "transformer"
+            # The reference must hold the scores of the model as served: held-out probabilities computed at
+            # training time come from torch, so when the artifact will run on an ONNX export that passed its parity
+            # gate (or the trainer kept none), the written model predicts the validation split again.
             missing = held is None or not len(held.labels)
-            if (missing or served_differs) and validation is not None and len(validation):
+            if (missing or served_backend(descriptor, ctx.inference, directory) != "torch") and (
+                validation is not None and len(validation)
+            ):
                 held = predicted_held_out(directory, validation, ctx.labels, ctx.inference)
             write_reference(monitoring_reference(train, validation, held, decision, ctx), directory)
             write_manifest(directory)  # last: covers every file above
