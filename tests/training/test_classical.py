@@ -19,8 +19,9 @@ from prompt_sentinel.metrics import custom_score, macro_f1
 from prompt_sentinel.models.loading import load_model
 from prompt_sentinel.run_layout import CALIBRATION, CV_SUMMARY
 from prompt_sentinel.training import tracking
+from prompt_sentinel.training.classical.search import ClassicalSettings, cross_validation_folds
 from prompt_sentinel.training.classical.search_space import search_space
-from prompt_sentinel.training.classical.trainer import ClassicalSettings, cross_validation_folds, train_classical
+from prompt_sentinel.training.classical.trainer import train_classical
 
 FAST = [
     "featurizer.kind=tfidf",
@@ -422,7 +423,7 @@ def test_cross_validation_folds_refuse_a_class_that_is_one_group():
 
 
 def test_out_of_source_cost_tuning_folds_hold_whole_families(demo_split, tmp_path):
-    from prompt_sentinel.training.classical.trainer import source_families
+    from prompt_sentinel.training.classical.search import source_families
 
     train, val = demo_split
     frame = train.assign(source=[f"fam{i % 5}/part{i % 2}" for i in range(len(train))])

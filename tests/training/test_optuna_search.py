@@ -18,14 +18,14 @@ from prompt_sentinel.run_layout import CV_RESULTS, CV_SUMMARY, TRAINING_REPORT
 from prompt_sentinel.training.base import labelled_texts
 from prompt_sentinel.training.classical.estimators import model_spec
 from prompt_sentinel.training.classical.optuna_search import run_optuna_search
-from prompt_sentinel.training.classical.search_space import optuna_space
-from prompt_sentinel.training.classical.trainer import (
+from prompt_sentinel.training.classical.search import (
     ClassicalSettings,
     cross_validation_folds,
     families_wanted,
     source_families,
-    train_classical,
 )
+from prompt_sentinel.training.classical.search_space import optuna_space
+from prompt_sentinel.training.classical.trainer import train_classical
 
 FAST = [
     "featurizer.kind=tfidf",

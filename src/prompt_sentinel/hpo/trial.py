@@ -109,7 +109,8 @@ def run_trial(
     """Train ``model`` with ``params`` and ``echo`` its metric lines (the objective last); returns the metrics."""
     if model in CLASSICAL_MODELS:
         from prompt_sentinel.training.base import TrainingContext, train_model
-        from prompt_sentinel.training.classical.trainer import ClassicalSettings, ClassicalTrainer
+        from prompt_sentinel.training.classical.search import ClassicalSettings
+        from prompt_sentinel.training.classical.trainer import ClassicalTrainer
 
         trial_cfg = _classical_config(model, cfg, params)
         with tempfile.TemporaryDirectory(prefix="sentinel-katib-trial-") as tmp:

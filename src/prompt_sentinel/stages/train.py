@@ -16,7 +16,8 @@ from prompt_sentinel.config import ALL_MODELS, SentinelConfig
 from prompt_sentinel.data.loading import load_dataset
 from prompt_sentinel.errors import ConfigError
 from prompt_sentinel.training.base import Trainer, TrainingContext, TrainResult, train_model
-from prompt_sentinel.training.classical.trainer import ClassicalSettings, ClassicalTrainer
+from prompt_sentinel.training.classical.search import ClassicalSettings
+from prompt_sentinel.training.classical.trainer import ClassicalTrainer
 
 TRANSFORMER = "transformer"
 

@@ -22,8 +22,7 @@ import pandas as pd
 from prompt_sentinel.decision import tune_costs
 from prompt_sentinel.metrics import custom_score, macro_f1
 from prompt_sentinel.training.classical.estimators import ModelSpec
-from prompt_sentinel.training.classical.search_space import SEARCHABLE, is_integer
-from prompt_sentinel.training.classical.trainer import (
+from prompt_sentinel.training.classical.search import (
     ClassicalSettings,
     SearchResult,
     class_probabilities,
@@ -32,6 +31,7 @@ from prompt_sentinel.training.classical.trainer import (
     jsonable,
     prepare_fold,
 )
+from prompt_sentinel.training.classical.search_space import SEARCHABLE, is_integer
 from prompt_sentinel.training.optuna_search import run_study
 from prompt_sentinel.training.search_ranges import Range
 
